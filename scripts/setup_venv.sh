@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create the app venv (if missing) and install childguard with its CPU model stack.
+# torch 2.14.1 + torchvision 0.29.1 come from the local wheel store (see DESIGN.md section 5).
+set -euo pipefail
+PYTHON=${PYTHON:-python3.11}
+VENV=${VENV:-.venv}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "== creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q -U pip setuptools wheel
+echo "== installing childguard (first time: torch from disk, llama-cpp-python builds ~8 min)"
+"$VENV/bin/python" -m pip install -q -e '.[dev,weights]'
+# nudenet and rapidocr pull both opencv-python and opencv-python-headless, which install the
+# same cv2 module over each other; keep only the headless one (DESIGN.md section 5).
+if "$VENV/bin/python" -m pip show -q opencv-python >/dev/null 2>&1; then
+  headless=$("$VENV/bin/python" -m pip show opencv-python-headless | awk '/^Version:/{print $2}')
+  "$VENV/bin/python" -m pip uninstall -q -y opencv-python
+  "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "opencv-python-headless==$headless"
+fi
+"$VENV/bin/python" -c "import cv2, torch, torchvision, open_clip, llama_cpp; print('== venv ready: torch', torch.__version__, 'cv2', cv2.__version__)"

@@ -1,0 +1,5 @@
+import sys
+
+from childguard.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,328 @@
+"""`childguard eval ...`: measure the pipeline, compare runs, calibrate thresholds, train probes.
+
+Everything is logged to the MLflow store of the settings (`settings.mlflow_uri`, artifacts in
+`settings.mlflow_artifacts_dir`); `mlflow server --backend-store-uri <uri>
+--default-artifact-root <dir>` shows the runs. Output names item ids, never item text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from childguard.cli.main import get_settings
+from childguard.errors import UserError
+
+app = typer.Typer(help="Evaluate the pipeline on labelled sets (MLflow-tracked).",
+                  no_args_is_help=True)
+
+_DATASET_HELP = ("built-in set (openai_moderation, xstest, xstest_all) or a .jsonl/.csv file "
+                 "in the childguard format; `name[split]` keeps one split; repeatable")
+
+
+def _datasets(refs: list[str], datasets_dir: Path | None) -> list[Any]:
+    from childguard.evaluation.datasets import load_dataset
+
+    if not refs:
+        raise UserError("give at least one --dataset")
+    return [load_dataset(r, datasets_dir) for r in refs]
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.4f}"
+
+
+@app.command("datasets")
+def datasets_cmd(
+    ctx: typer.Context,
+    datasets_dir: Path | None = typer.Option(None, "--datasets-dir",
+                                             help="default: <repo>/../shared/datasets"),
+    extra: list[Path] = typer.Option([], "--file", help="also summarise this file"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """List the evaluation sets: sizes, label counts and content hashes (no text)."""
+    from childguard.evaluation.datasets import list_datasets
+
+    rows = list_datasets(datasets_dir, extra)
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        if not r.get("available"):
+            typer.echo(f"{r['name']:<20} unavailable: {r.get('reason', '')}")
+            continue
+        labels = ", ".join(f"{c}: {v['positive']}+/{v['negative']}-"
+                           for c, v in r["labels"].items())
+        typer.echo(f"{r['name']:<20} {r['items']:>5} items  hash {r['content_hash']}  {labels}")
+
+
+@app.command("run")
+def run_cmd(
+    ctx: typer.Context,
+    dataset: list[str] = typer.Option([], "--dataset", "-d", help=_DATASET_HELP),
+    policy: str | None = typer.Option(None, "--policy", help="policy id or folder"),
+    judge: str | None = typer.Option(None, "--judge",
+                                     help="judge backend[:model] (llama_cpp, openai, vllm, "
+                                          "reference); default: settings"),
+    no_gate: bool = typer.Option(False, "--no-gate", help="judge every item (gate off)"),
+    no_calibration: bool = typer.Option(False, "--no-calibration",
+                                        help="ignore <policy dir>/calibration.yaml"),
+    limit: int | None = typer.Option(None, "--limit", help="first N items of each set"),
+    stage_timeout: float | None = typer.Option(
+        None, "--stage-timeout", help="seconds per pipeline stage (default: settings "
+        "serve.stage_timeout_s); raise it on a slow or busy machine"),
+    run_name: str | None = typer.Option(None, "--run-name"),
+    datasets_dir: Path | None = typer.Option(None, "--datasets-dir"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    json_out: bool = typer.Option(False, "--json", help="print run id and metrics as JSON"),
+) -> None:
+    """Run the pipeline over the sets and log params, metrics, plots and predictions."""
+    from childguard.evaluation.runner import RunOptions, evaluate
+
+    settings = get_settings(ctx)
+    sets = _datasets(dataset, datasets_dir)
+    options = RunOptions(judge=judge, gate=not no_gate, calibration=not no_calibration,
+                         limit=limit, run_name=run_name, progress=not quiet,
+                         stage_timeout_s=stage_timeout)
+    result = evaluate(settings, sets, policy=policy, options=options)
+    if json_out:
+        typer.echo(json.dumps({"run_id": result.run_id, "policy_version": result.policy.version,
+                               "metrics": result.metrics}, indent=2, sort_keys=True))
+        return
+    m = result.metrics
+    typer.echo(f"run {result.run_id}  policy {result.policy.id}@{result.policy.version}")
+    for ds in sets:
+        p = ds.name
+        typer.echo(f"  {p}: items {int(m.get(f'{p}.items', 0))}  "
+                   f"review_rate {_fmt(m.get(f'{p}.review_rate'))}  "
+                   f"judge_call_rate {_fmt(m.get(f'{p}.judge_call_rate'))}  "
+                   f"p50 {_fmt(m.get(f'{p}.latency_p50_ms'))} ms")
+        for code in ds.codes:
+            typer.echo(f"    {code}: AUPRC {_fmt(m.get(f'{p}.{code}.auprc'))}  "
+                       f"recall {_fmt(m.get(f'{p}.{code}.recall'))}  "
+                       f"precision {_fmt(m.get(f'{p}.{code}.precision'))}  "
+                       f"FPR {_fmt(m.get(f'{p}.{code}.fpr'))}")
+
+
+@app.command("compare")
+def compare_cmd(
+    ctx: typer.Context,
+    run_a: str = typer.Argument(..., help="run id or run name (baseline)"),
+    run_b: str = typer.Argument(..., help="run id or run name (candidate)"),
+    json_out: bool = typer.Option(False, "--json"),
+    all_metrics: bool = typer.Option(False, "--all", help="every metric in the table"),
+    max_ids: int = typer.Option(50, "--max-ids", help="flipped ids shown in the table"),
+) -> None:
+    """Metric deltas and the ids whose decision flipped between two runs."""
+    from childguard.evaluation import tracking
+    from childguard.evaluation.compare import compare_runs, headline
+
+    settings = get_settings(ctx)
+    client = tracking.configure(settings)
+    cmp = compare_runs(client, run_a, run_b)
+    if json_out:
+        typer.echo(json.dumps(cmp.to_json(), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"A = {cmp.run_a}   B = {cmp.run_b}")
+    if cmp.params_changed:
+        t = Table("param", "A", "B", title="changed parameters")
+        for k, (a, b) in cmp.params_changed.items():
+            t.add_row(k, str(a), str(b))
+        console.print(t)
+    t = Table("metric", "A", "B", "B - A", title="metrics")
+    for md in headline(cmp.metrics, all_metrics=all_metrics):
+        d = md.delta
+        t.add_row(md.name, _fmt(md.a), _fmt(md.b),
+                  "n/a" if d is None else f"{d:+.4f}")
+    console.print(t)
+    console.print(f"{len(cmp.flipped)} decisions flipped")
+    if cmp.flipped:
+        t = Table("dataset", "id", "A", "B", "labels")
+        for f in cmp.flipped[:max_ids]:
+            t.add_row(f.dataset, f.id, f.a, f.b, json.dumps(f.labels, sort_keys=True))
+        console.print(t)
+        if len(cmp.flipped) > max_ids:
+            console.print(f"... {len(cmp.flipped) - max_ids} more (use --json)")
+    if cmp.only_in_a or cmp.only_in_b:
+        console.print(f"only in A: {len(cmp.only_in_a)} ids, only in B: {len(cmp.only_in_b)}")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    ctx: typer.Context,
+    run: str | None = typer.Option(None, "--run",
+                                   help="calibrate on this eval run's predictions (ideally "
+                                        "a --no-gate run)"),
+    dataset: list[str] = typer.Option([], "--dataset", "-d",
+                                      help=_DATASET_HELP + " (runs the pipeline without gate "
+                                           "and calibration first)"),
+    policy: str | None = typer.Option(None, "--policy", help="policy id or folder"),
+    judge: str | None = typer.Option(None, "--judge"),
+    limit: int | None = typer.Option(None, "--limit"),
+    recall: float = typer.Option(0.98, "--recall", help="target share of violating items "
+                                                        "flagged (review or block)"),
+    block_fpr: float = typer.Option(0.01, "--block-fpr",
+                                    help="largest share of non-violating items blocked"),
+    gate_recall: float = typer.Option(0.99, "--gate-recall",
+                                      help="share of violating items the gate sends on"),
+    calib_fraction: float = typer.Option(0.5, "--calib-fraction",
+                                         help="share of items (without a split) used to fit"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="do not write calibration.yaml"),
+    datasets_dir: Path | None = typer.Option(None, "--datasets-dir"),
+    quiet: bool = typer.Option(False, "--quiet"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fit review/block/gate thresholds to targets (split conformal) and write calibration.yaml."""
+    import mlflow
+    import yaml
+
+    from childguard.evaluation import tracking
+    from childguard.evaluation.calibration import (
+        Targets,
+        calibrate,
+        calibration_path,
+        write_calibration,
+    )
+    from childguard.evaluation.compare import load_run
+    from childguard.evaluation.runner import RunOptions, evaluate, load_run_policy
+
+    settings = get_settings(ctx)
+    try:
+        targets = Targets(recall=recall, block_fpr=block_fpr, gate_recall=gate_recall)
+    except ValueError as exc:
+        raise UserError(f"invalid targets: {exc}") from exc
+    if not 0.0 < calib_fraction < 1.0:
+        raise UserError(f"--calib-fraction must be in (0, 1); received {calib_fraction}")
+    base_policy = load_run_policy(settings, policy, gate=True, calibration=False)
+    if run is not None and dataset:
+        raise UserError("give either --run or --dataset, not both")
+    if run is not None:
+        client = tracking.configure(settings)
+        source_run, _, _, preds = load_run(client, run)
+    else:
+        result = evaluate(settings, _datasets(dataset, datasets_dir), policy=base_policy,
+                          options=RunOptions(judge=judge, gate=False, calibration=False,
+                                             limit=limit, run_name="calibration-input",
+                                             progress=not quiet))
+        source_run, preds = str(result.run_id), result.predictions
+    cal = calibrate(preds, base_policy, targets, calib_fraction=calib_fraction,
+                    source_run=source_run)
+    written: Path | None = None
+    if not dry_run:
+        written = write_calibration(cal, base_policy.path)
+    exp_id = tracking.experiment_id(settings, tracking.EXPERIMENT_CALIBRATION)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"calibrate-{base_policy.id}") as r:
+        mlflow.set_tags({"childguard.kind": "calibration", "source_run": source_run,
+                         "policy_version": base_policy.version})
+        tracking.log_params({"recall_target": recall, "block_fpr_target": block_fpr,
+                             "gate_recall_target": gate_recall, "calib_fraction": calib_fraction,
+                             "policy_id": base_policy.id, "policy_version": base_policy.version,
+                             "written_to": str(written or "")})
+        flat: dict[str, float] = {}
+        for code, e in cal.report["categories"].items():
+            for k, v in e.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    flat[f"{code}.{k}"] = float(v)
+        for k, v in cal.report.get("gate", {}).items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                flat[f"gate.{k}"] = float(v)
+        tracking.log_metrics(flat)
+        mlflow.log_text(yaml.safe_dump(cal.model_dump(mode="json"), sort_keys=False),
+                        "calibration.yaml")
+        cal_run = r.info.run_id
+    out = {"calibration_run": cal_run, "source_run": source_run,
+           "written_to": str(written) if written else None,
+           "path": str(calibration_path(base_policy.path)),
+           "categories": {k: v.model_dump() for k, v in cal.categories.items()},
+           "gate": cal.gate.model_dump() if cal.gate else None, "report": cal.report}
+    if json_out:
+        typer.echo(json.dumps(out, indent=2, default=str))
+        return
+    typer.echo(f"calibration run {cal_run} (from eval run {source_run})")
+    for code, e in cal.report["categories"].items():
+        if code not in cal.categories:
+            typer.echo(f"  {code}: kept ({e.get('note', '')})")
+            continue
+        c = cal.categories[code]
+        typer.echo(f"  {code}: review {c.review:.4g} block {c.block:.4g}  "
+                   f"guaranteed recall {_fmt(e['guaranteed_recall'])}  "
+                   f"holdout recall {_fmt(e['holdout_recall'])}  "
+                   f"holdout block FPR {_fmt(e['holdout_block_fpr'])}  "
+                   f"holdout flag rate {_fmt(e['holdout_flag_rate'])}"
+                   + (f"  [{e['note']}]" if e.get("note") else ""))
+    g = cal.report.get("gate", {})
+    typer.echo(f"  gate: {g}")
+    typer.echo(f"written to {written}" if written else "dry run: nothing written")
+
+
+@app.command("train-probes")
+def train_probes_cmd(
+    ctx: typer.Context,
+    dataset: list[str] = typer.Option([], "--dataset", "-d", help=_DATASET_HELP),
+    reviews: bool = typer.Option(False, "--reviews",
+                                 help="add reviewer decisions from the store (needs --texts)"),
+    texts: Path | None = typer.Option(None, "--texts",
+                                      help="JSONL {id, text} of reviewed items (the store "
+                                           "keeps no text)"),
+    alias: str | None = typer.Option(None, "--alias", help="point this alias at the new run"),
+    no_save: bool = typer.Option(False, "--no-save",
+                                 help="do not write into settings.probes_dir"),
+    folds: int = typer.Option(5, "--folds"),
+    datasets_dir: Path | None = typer.Option(None, "--datasets-dir"),
+    quiet: bool = typer.Option(False, "--quiet"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Train the embedding probes (cross-validated metrics), save them and log them to MLflow."""
+    from childguard.evaluation.probe_training import train_from_datasets
+
+    settings = get_settings(ctx)
+    sets = _datasets(dataset, datasets_dir) if dataset else []
+    if reviews:
+        sets.append(_review_set(settings, texts))
+    if not sets:
+        raise UserError("give at least one --dataset or --reviews")
+    tr = train_from_datasets(settings, sets, save=not no_save, alias=alias, folds=folds,
+                             progress=not quiet)
+    out = {"run_id": tr.run_id, "version": tr.probes.version,
+           "saved_to": str(tr.saved_to) if tr.saved_to else None,
+           "categories": list(tr.probes.categories), "skipped": tr.probes.skipped,
+           "metrics": tr.metrics}
+    if json_out:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(f"probes {tr.probes.version} run {tr.run_id} saved to {tr.saved_to}")
+    for code, m in tr.probes.metrics.items():
+        typer.echo(f"  {code}: n {int(m['n'])} positives {int(m['positives'])} "
+                   f"AUPRC(cv) {m['auprc_cv']:.4f} AUROC(cv) {m['auroc_cv']:.4f}")
+    for code, why in tr.probes.skipped.items():
+        typer.echo(f"  {code}: skipped ({why})")
+
+
+def _review_set(settings: Any, texts: Path | None) -> Any:
+    from childguard.evaluation.datasets import load_reviews, review_item_ids
+    from childguard.policy import load_policy, resolve_policy_path
+    from childguard.store.store import Store
+
+    if texts is None:
+        raise UserError("--reviews needs --texts: a JSONL file of {id, text} for the reviewed "
+                        "items (the store never keeps item text)")
+    mapping: dict[str, str] = {}
+    for line in texts.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            mapping[str(row["id"])] = str(row["text"])
+    policy = load_policy(resolve_policy_path(settings.policy, settings.policies_dir))
+    store = Store.from_settings(settings)
+    try:
+        return load_reviews(store, review_item_ids(store), codes=policy.spec.codes,
+                            texts=mapping)
+    finally:
+        store.close()

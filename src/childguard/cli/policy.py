@@ -1,0 +1,174 @@
+"""`childguard policy ...`: the policy author's commands.
+
+list, validate, render (with golden files, so wording changes show as diffs in review) and diff
+(what a change to wording or thresholds does, before `eval compare` shows what it does to the
+numbers).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from childguard.cli.main import get_settings
+from childguard.errors import UserError
+from childguard.policy import (
+    Policy,
+    PolicyError,
+    diff_policies,
+    list_policies,
+    load_policy,
+    resolve_policy_path,
+)
+from childguard.schema import Message
+
+app = typer.Typer(help="List, validate, render and diff policies (policies/<id>/).",
+                  no_args_is_help=True)
+
+#: the fixed sample item rendered into the golden files: benign, abstract
+GOLDEN_SAMPLE = {
+    "text": "Can you recommend a good book about the history of the printing press?",
+    "context": [Message(author="sender", text="Hi! I am researching old technology.")],
+}
+
+
+def golden_dir_default() -> Path:
+    return Path("tests/golden")
+
+
+def _load(ref: str, ctx: typer.Context) -> Policy:
+    settings = get_settings(ctx)
+    return load_policy(resolve_policy_path(ref, settings.policies_dir))
+
+
+def render_golden(policy: Policy) -> dict[str, str]:
+    """The golden files of a policy: the static prompt, and a sample item's user message."""
+    sample = policy.render(
+        GOLDEN_SAMPLE["text"],  # type: ignore[arg-type]
+        context=GOLDEN_SAMPLE["context"],  # type: ignore[arg-type]
+    )
+    return {
+        f"{policy.id}.system.txt": sample.system,
+        f"{policy.id}.item.txt": sample.user,
+    }
+
+
+@app.command("list")
+def list_cmd(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """List the policies in the policies directory, with their versions."""
+    settings = get_settings(ctx)
+    rows: list[dict[str, Any]] = []
+    for path in list_policies(settings.policies_dir):
+        try:
+            p = load_policy(path)
+            rows.append({"id": p.id, "title": p.spec.title, "version": p.version,
+                         "categories": list(p.spec.codes), "path": str(path), "valid": True})
+        except PolicyError as exc:
+            rows.append({"id": path.name, "path": str(path), "valid": False, "error": str(exc)})
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no policies in {settings.policies_dir}")
+    for r in rows:
+        if r["valid"]:
+            typer.echo(f"{r['id']:<20} {r['version']}  {r['title']}  ({len(r['categories'])} "
+                       "categories)")
+        else:
+            typer.echo(f"{r['id']:<20} INVALID  {r['error']}")
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    policies: list[str] = typer.Argument(None, help="policy ids or folders (default: all)"),
+    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Validate policies; exit 2 naming the file and field of the first problem."""
+    settings = get_settings(ctx)
+    refs = policies or [p.name for p in list_policies(settings.policies_dir)]
+    if not refs:
+        raise UserError(f"no policies found in {settings.policies_dir}")
+    results = []
+    for ref in refs:
+        p = load_policy(resolve_policy_path(ref, settings.policies_dir))  # raises PolicyError
+        results.append({"id": p.id, "version": p.version, "valid": True})
+    if json_out:
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            typer.echo(f"ok  {r['id']}@{r['version']}")
+
+
+@app.command()
+def render(
+    ctx: typer.Context,
+    policy: str = typer.Argument(..., help="policy id or folder"),
+    text: str | None = typer.Option(None, "--text", help="render with this item text"),
+    update_golden: bool = typer.Option(False, "--update-golden",
+                                       help="rewrite the golden files from this rendering"),
+    check_golden: bool = typer.Option(False, "--check-golden",
+                                      help="exit 1 if the golden files differ"),
+    golden_dir: Path = typer.Option(None, "--golden-dir", help="default: tests/golden"),
+) -> None:
+    """Print the judge prompt of a policy (system part, then the item part)."""
+    p = _load(policy, ctx)
+    gdir = golden_dir or golden_dir_default()
+    if update_golden or check_golden:
+        files = render_golden(p)
+        if update_golden:
+            gdir.mkdir(parents=True, exist_ok=True)
+            for name, content in files.items():
+                (gdir / name).write_text(content, encoding="utf-8")
+                typer.echo(f"wrote {gdir / name}")
+            return
+        stale = [n for n, c in files.items()
+                 if not (gdir / n).is_file() or (gdir / n).read_text(encoding="utf-8") != c]
+        if stale:
+            typer.echo(f"golden files differ: {', '.join(stale)}; review the change and run "
+                       f"`childguard policy render {p.id} --update-golden`", err=True)
+            raise typer.Exit(1)
+        typer.echo("golden files up to date")
+        return
+    if text is not None:
+        rendered = p.render(text)
+        typer.echo(rendered.system)
+        typer.echo("----- user -----")
+        typer.echo(rendered.user)
+    else:
+        typer.echo(p.render_system())
+
+
+@app.command()
+def diff(
+    ctx: typer.Context,
+    a: str = typer.Argument(..., help="policy id or folder (before)"),
+    b: str = typer.Argument(..., help="policy id or folder (after)"),
+    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """What changed between two policies: versions, categories, thresholds, prompt wording."""
+    pa, pb = _load(a, ctx), _load(b, ctx)
+    d = diff_policies(pa, pb)
+    if json_out:
+        typer.echo(json.dumps(d, indent=2))
+        return
+    typer.echo(f"{d['from']['id']}@{d['from']['version']} -> {d['to']['id']}@{d['to']['version']}")
+    if d["same"]:
+        typer.echo("identical")
+        return
+    for code in d["categories_added"]:
+        typer.echo(f"+ category {code}")
+    for code in d["categories_removed"]:
+        typer.echo(f"- category {code}")
+    for code, ch in d["thresholds_changed"].items():
+        typer.echo(f"~ thresholds {code}: {ch['from']} -> {ch['to']}")
+    if d["gate_changed"]:
+        typer.echo("~ gate changed")
+    for line in d["prompt_diff"]:
+        typer.echo(line)

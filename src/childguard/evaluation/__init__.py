@@ -1,0 +1,1 @@
+"""childguard.evaluation."""

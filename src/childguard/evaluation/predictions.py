@@ -1,0 +1,101 @@
+"""Per-item predictions of an evaluation run: ids, labels, scores and decisions, never content.
+
+This is the artifact every later step reads: metrics, calibration, `eval compare` (flipped ids)
+and the notebook. Keeping it a flat JSONL of ids and numbers makes it safe to log to MLflow and
+to attach to an issue.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from childguard.schema import Decision, Status, Verdict
+
+PREDICTIONS_FILE = "predictions.jsonl"
+INVALID = "invalid"  # the pipeline rejected the input (UserError): not a model decision
+
+
+@dataclass(frozen=True)
+class Prediction:
+    id: str
+    dataset: str
+    labels: Mapping[str, int]
+    scores: Mapping[str, float]
+    category_decisions: Mapping[str, str]
+    decision: str
+    status: str
+    judged: bool
+    latency_ms: float
+    split: str | None = None
+    gate_score: float | None = None
+    report: bool = False
+    errors: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def flagged(self) -> bool:
+        """Reached a human or was removed: review or block (an error is review: fail closed)."""
+        return self.decision in (Decision.REVIEW.value, Decision.BLOCK.value)
+
+    def score(self, code: str) -> float:
+        return float(self.scores.get(code, 0.0))
+
+    def category_flagged(self, code: str) -> bool:
+        """Flagged for `code`: its own decision is review/block, or the item errored (review)."""
+        d = self.category_decisions.get(code)
+        if d is not None:
+            return d in (Decision.REVIEW.value, Decision.BLOCK.value)
+        return self.status == Status.ERROR.value and self.flagged
+
+    def category_blocked(self, code: str) -> bool:
+        return self.category_decisions.get(code) == Decision.BLOCK.value
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Prediction:
+        return cls(**dict(d))
+
+
+def gate_score_of(verdict: Verdict) -> float | None:
+    """The highest probe score among the verdict's signals (what the gate looks at), if any."""
+    scores = [s.score for s in verdict.signals
+              if s.name.startswith("probe") and s.score is not None and s.status is Status.OK]
+    return max(scores) if scores else None
+
+
+def from_verdict(verdict: Verdict, *, dataset: str, labels: Mapping[str, int],
+                 split: str | None, latency_ms: float) -> Prediction:
+    return Prediction(
+        id=verdict.item_id,
+        dataset=dataset,
+        labels=dict(labels),
+        scores={c.code: float(c.score) for c in verdict.categories},
+        category_decisions={c.code: c.decision.value for c in verdict.categories},
+        decision=verdict.decision.value,
+        status=verdict.status.value,
+        judged=verdict.judged,
+        latency_ms=latency_ms,
+        split=split,
+        gate_score=gate_score_of(verdict),
+        report=verdict.report,
+        errors=len(verdict.errors),
+    )
+
+
+def write_predictions(preds: Iterable[Prediction], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for p in preds:
+            fh.write(json.dumps(p.to_json(), sort_keys=True) + "\n")
+    return path
+
+
+def read_predictions(path: Path) -> list[Prediction]:
+    with path.open(encoding="utf-8") as fh:
+        return [Prediction.from_json(json.loads(line)) for line in fh if line.strip()]

@@ -1,0 +1,221 @@
+"""`eval train-probes`: embedding probes trained from evaluation sets and reviewer decisions.
+
+Why here and not in models/: training is an evaluation concern (which data, which labels, which
+cross-validated numbers, which MLflow run), while `childguard.models.probes` owns the model
+(`train_probes`, `ProbeSet`). The probes are saved where `ProbeSet.load_default(settings)`
+finds them (settings.probes_dir) and logged to MLflow as a run artifact, so a pipeline can also
+load an exact logged probe set by run id or by an alias (`load_logged_probes`).
+
+Items embed their normalised text, as the pipeline does, so the probe sees at training time
+what it sees in service. Labels are three-valued: each category is trained on the items that
+have a known label for it (so the OpenAI set trains `sexual_minors` only, and does not teach
+the grooming probe that everything there is benign).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from childguard.errors import NotFound, UserError
+from childguard.evaluation.datasets import EvalDataset
+from childguard.settings import Settings
+
+PROBES_ARTIFACT = "probes"
+ALIAS_TAG_PREFIX = "probe_alias."
+
+
+@dataclass
+class ProbeTraining:
+    probes: Any  # childguard.models.probes.ProbeSet
+    saved_to: Path | None
+    run_id: str | None
+    metrics: dict[str, float]
+
+
+def training_rows(datasets: Sequence[EvalDataset]) -> tuple[list[str], list[str],
+                                                           dict[str, dict[int, int]]]:
+    """(ids, texts, code -> {row index: label}) over items with text, de-duplicated by id."""
+    ids: list[str] = []
+    texts: list[str] = []
+    labels: dict[str, dict[int, int]] = {}
+    seen: set[str] = set()
+    for ds in datasets:
+        for it in ds:
+            key = f"{ds.name}:{it.id}"
+            if not it.text or key in seen:
+                continue
+            seen.add(key)
+            row = len(ids)
+            ids.append(key)
+            text = it.text if not it.context else "\n".join([*(m.text for m in it.context),
+                                                             it.text])
+            texts.append(text)
+            for code, v in it.labels.items():
+                if code != "any":
+                    labels.setdefault(code, {})[row] = int(v)
+    return ids, texts, labels
+
+
+def fit_probes(X: np.ndarray, labels: dict[str, dict[int, int]], *, embedder: str,
+               folds: int = 5, seed: int = 0) -> Any:
+    """One `train_probes` call per category on its labelled rows, merged into one ProbeSet."""
+    from childguard.models.probes import ProbeSet, train_probes
+
+    merged: dict[str, Any] = {}
+    metrics: dict[str, dict[str, float]] = {}
+    skipped: dict[str, str] = {}
+    for code in sorted(labels):
+        rows = np.array(sorted(labels[code]), dtype=int)
+        y = np.array([labels[code][r] for r in rows], dtype=int)
+        try:
+            ps = train_probes(X[rows], {code: y}, embedder=embedder, folds=folds, seed=seed)
+        except UserError as exc:
+            skipped[code] = str(exc)
+            continue
+        merged.update(ps.probes)
+        metrics.update(ps.metrics)
+        skipped.update(ps.skipped)
+    if not merged:
+        raise UserError(f"no category could be trained: {skipped}")
+    return ProbeSet(embedder=embedder, dim=int(X.shape[1]), probes=merged, metrics=metrics,
+                    skipped=skipped)
+
+
+def train_from_datasets(
+    settings: Settings,
+    datasets: Sequence[EvalDataset],
+    *,
+    embedder: Any = None,
+    save: bool = True,
+    log: bool = True,
+    alias: str | None = None,
+    folds: int = 5,
+    progress: bool = True,
+) -> ProbeTraining:
+    """Embed, train with cross-validated metrics, save under probes_dir, log to MLflow."""
+    from childguard.normalize import normalize_text
+
+    if embedder is None:
+        from childguard.models.embedders import SentenceEmbedder
+
+        embedder = SentenceEmbedder.from_settings(settings)
+    ids, texts, labels = training_rows(datasets)
+    if not ids:
+        raise UserError("no items with text in the given datasets; nothing to train on")
+    normalized = [normalize_text(t) for t in texts]
+    X = _embed(embedder, normalized, progress=progress)
+    probes = fit_probes(X, labels, embedder=embedder.model_version, folds=folds)
+    flat = {f"{code}.{k}": float(v) for code, m in probes.metrics.items() for k, v in m.items()}
+    saved = probes.save(settings.probes_dir) if save else None
+    run_id = None
+    if log:
+        run_id = log_probes(settings, probes, datasets, alias=alias)
+    return ProbeTraining(probes, saved, run_id, flat)
+
+
+def _embed(embedder: Any, texts: list[str], *, progress: bool, batch: int = 64) -> np.ndarray:
+    import sys
+
+    from tqdm import tqdm
+
+    parts = []
+    for i in tqdm(range(0, len(texts), batch), file=sys.stderr, disable=not progress,
+                  desc="embed", unit="batch"):
+        parts.append(np.asarray(embedder.embed_texts(texts[i:i + batch]), dtype=np.float64))
+    return np.vstack(parts)
+
+
+def log_probes(settings: Settings, probes: Any, datasets: Sequence[EvalDataset], *,
+               alias: str | None = None) -> str:
+    import tempfile
+
+    import mlflow
+
+    from childguard.evaluation import tracking
+
+    exp_id = tracking.experiment_id(settings, tracking.EXPERIMENT_PROBES)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"probes-{probes.version}") as run:
+        mlflow.set_tags({"childguard.kind": "probes", "probes_version": probes.version})
+        tracking.log_params({
+            "embedder": probes.embedder, "dim": probes.dim, "version": probes.version,
+            "categories": ",".join(probes.categories),
+            "skipped": json.dumps(probes.skipped, sort_keys=True),
+            "datasets": ",".join(ds.name for ds in datasets),
+            **{f"dataset.{ds.name}.hash": ds.content_hash for ds in datasets},
+        })
+        for ds in datasets:
+            tracking.log_dataset(ds, context="training")
+        tracking.log_metrics({f"{code}.{k}": v for code, m in probes.metrics.items()
+                              for k, v in m.items()})
+        with tempfile.TemporaryDirectory(prefix="childguard-probes-") as tmp:
+            folder = probes.save(Path(tmp))
+            mlflow.log_artifacts(str(folder), artifact_path=PROBES_ARTIFACT)
+        run_id = str(run.info.run_id)
+    if alias:
+        set_probe_alias(settings, alias, run_id)
+    return run_id
+
+
+def set_probe_alias(settings: Settings, alias: str, run_id: str) -> None:
+    """Point `alias` (e.g. 'champion') at a probes run: an experiment tag, moved atomically."""
+    from childguard.evaluation import tracking
+
+    if not alias.replace("-", "").replace("_", "").isalnum():
+        raise UserError(f"alias {alias!r} must be letters, digits, '-' or '_'")
+    client = tracking.configure(settings)
+    client.get_run(run_id)  # raises if unknown
+    exp_id = tracking.experiment_id(settings, tracking.EXPERIMENT_PROBES)
+    client.set_experiment_tag(exp_id, f"{ALIAS_TAG_PREFIX}{alias}", run_id)
+
+
+def resolve_probe_run(settings: Settings, ref: str) -> str:
+    """A probes run id from `ref`: a run id, `runs:/<id>`, or an alias set by train-probes."""
+    from mlflow.exceptions import MlflowException
+
+    from childguard.evaluation import tracking
+
+    client = tracking.configure(settings)
+    if ref.startswith("runs:/"):
+        ref = ref[len("runs:/"):].split("/", 1)[0]
+    try:
+        return str(client.get_run(ref).info.run_id)
+    except MlflowException:
+        pass
+    exp = client.get_experiment_by_name(tracking.EXPERIMENT_PROBES)
+    run_id = exp.tags.get(f"{ALIAS_TAG_PREFIX}{ref}") if exp is not None else None
+    if not run_id:
+        raise NotFound(f"no probes run or alias {ref!r} in MLflow at {settings.mlflow_uri}")
+    return str(run_id)
+
+
+def load_logged_probes(settings: Settings, ref: str, dst: Path | None = None) -> Any:
+    """Download a logged probe set (run id, `runs:/<id>` or alias) and load it.
+
+    For the pipeline: `Pipeline.from_settings(settings, probes=load_logged_probes(settings,
+    "champion"))`. `dst` defaults to `<probes_dir>/mlflow/<run id>` (a cache: a second call
+    does not download again).
+    """
+    from childguard.evaluation import tracking
+    from childguard.models.probes import ProbeSet
+
+    run_id = resolve_probe_run(settings, ref)
+    target = dst or settings.probes_dir / "mlflow" / run_id
+    if (target / "manifest.json").is_file():
+        return ProbeSet.load(target)
+    import shutil
+    import tempfile
+
+    client = tracking.configure(settings)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+        path = tracking.download(client, run_id, PROBES_ARTIFACT, Path(tmp))
+        if target.exists():
+            shutil.rmtree(target)
+        path.rename(target)
+    return ProbeSet.load(target)

@@ -1,0 +1,357 @@
+"""`eval run`: the service's own pipeline over evaluation sets, measured and logged to MLflow.
+
+Why in-process and the same `Pipeline`: the numbers must be the numbers of the service. The
+runner only feeds items, times each call, turns verdicts into id-only `Prediction` rows and
+computes metrics from them; the policy (with its calibration applied, unless asked not to) and
+the judge are exactly what `Pipeline.from_settings` would build.
+
+Metric names are `<dataset>.<code>.<metric>` (code `any` = any category: score = highest
+category score, flagged = the item's decision is review or block) plus `<dataset>.review_rate`,
+`.judge_call_rate`, `.latency_p50_ms`, ... and the same without the dataset prefix over all sets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from childguard.errors import UserError
+from childguard.evaluation.calibration import apply_calibration, load_calibration
+from childguard.evaluation.datasets import EvalDataset
+from childguard.evaluation.metrics import (
+    DEFAULT_FPR_TARGETS,
+    category_metrics,
+    finite,
+    percentile,
+)
+from childguard.evaluation.predictions import (
+    INVALID,
+    PREDICTIONS_FILE,
+    Prediction,
+    from_verdict,
+    write_predictions,
+)
+from childguard.policy import Policy, load_policy, resolve_policy_path
+from childguard.schema import ContentItem, Decision, Status, Verdict
+from childguard.settings import Settings
+
+ANY = "any"
+
+
+class Classifier(Protocol):
+    """What the runner needs of the pipeline."""
+
+    def classify(self, item: ContentItem) -> Verdict: ...
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    judge: str | None = None  # backend[:model] override of settings.judge
+    gate: bool = True
+    calibration: bool = True  # apply <policy dir>/calibration.yaml
+    limit: int | None = None
+    run_name: str | None = None
+    progress: bool = True
+    fpr_targets: tuple[float, ...] = DEFAULT_FPR_TARGETS
+    tags: Mapping[str, str] = field(default_factory=dict)
+    #: per-stage timeout override: a loaded machine would otherwise turn slow judge calls into
+    #: fail-closed reviews, measuring the machine instead of the model (error_rate shows it)
+    stage_timeout_s: float | None = None
+
+
+@dataclass
+class EvalResult:
+    run_id: str | None
+    metrics: dict[str, float]
+    predictions: list[Prediction]
+    params: dict[str, str]
+    policy: Policy
+
+
+# -- building what the run uses ---------------------------------------------------------------
+
+
+def settings_for(settings: Settings, judge: str | None) -> Settings:
+    """Settings with the judge backend (and model, as `backend:model`) overridden."""
+    if not judge:
+        return settings
+    backend, _, model = judge.partition(":")
+    allowed = ("llama_cpp", "openai", "vllm", "reference")
+    if backend not in allowed:
+        raise UserError(f"--judge {judge!r}: backend must be one of {', '.join(allowed)} "
+                        "(optionally backend:model)")
+    update: dict[str, Any] = {"backend": backend}
+    if model:
+        update["model"] = model
+    return settings.model_copy(update={"judge": settings.judge.model_copy(update=update)})
+
+
+def load_run_policy(settings: Settings, ref: str | Path | None = None, *, gate: bool = True,
+                    calibration: bool = True) -> Policy:
+    """The policy an eval run uses: by id or path, calibrated, gate possibly switched off."""
+    path = resolve_policy_path(ref or settings.policy, settings.policies_dir)
+    policy = load_policy(path)
+    if calibration:
+        policy = apply_calibration(policy, load_calibration(path))
+    if not gate:
+        spec = policy.spec.model_copy(
+            update={"gate": policy.spec.gate.model_copy(update={"enabled": False})})
+        policy = dataclasses.replace(policy, spec=spec)
+    return policy
+
+
+class _TextOnlyHashes:
+    """Hash checker for text-only evaluation sets: the hash stage skips items without an
+    image before calling it, so it is never called; if it were, it fails (-> review)."""
+
+    def check(self, data: bytes) -> Any:
+        raise RuntimeError("evaluation sets are text-only; no hash banks are loaded")
+
+
+def build_text_pipeline(settings: Settings, policy: Policy) -> Any:
+    """`Pipeline.from_settings` for text-only evaluation sets.
+
+    Every text stage (normalise, embed, probes, gate, judge, decide) is built exactly as the
+    service builds it; the image-only parts (hash banks, image-safety detectors, OCR) are left
+    out since no evaluation item has an image; `model_versions` names them as disabled.
+    """
+    from childguard.pipeline import Pipeline
+
+    text_only = settings.model_copy(update={"models": settings.models.model_copy(
+        update={"image_safety": False, "ocr": False})})
+    return Pipeline.from_settings(text_only, policy=policy, hashes=_TextOnlyHashes())
+
+
+# -- predicting -----------------------------------------------------------------------------------
+
+
+def predict(pipeline: Classifier, datasets: Sequence[EvalDataset], *,
+            progress: bool = True) -> list[Prediction]:
+    """Classify every item with text; rows carry ids, labels, scores and decisions only."""
+    from tqdm import tqdm
+
+    total = sum(len(ds) for ds in datasets)
+    preds: list[Prediction] = []
+    with tqdm(total=total, file=sys.stderr, disable=not progress, unit="item",
+              desc="eval") as bar:
+        for ds in datasets:
+            for it in ds:
+                bar.update(1)
+                if not it.text:
+                    continue
+                item = ContentItem(id=it.id, text=it.text, context=it.context,
+                                   source=f"eval:{ds.name}")
+                t0 = time.perf_counter()
+                try:
+                    verdict = pipeline.classify(item)
+                except UserError as exc:
+                    preds.append(Prediction(
+                        id=it.id, dataset=ds.name, labels=dict(it.labels), scores={},
+                        category_decisions={}, decision=INVALID, status=INVALID, judged=False,
+                        latency_ms=(time.perf_counter() - t0) * 1000, split=it.split,
+                        extra={"error": type(exc).__name__},
+                    ))
+                    continue
+                preds.append(from_verdict(verdict, dataset=ds.name, labels=it.labels,
+                                          split=it.split,
+                                          latency_ms=(time.perf_counter() - t0) * 1000))
+    return preds
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
+
+def compute_metrics(preds: Sequence[Prediction], codes: Sequence[str], *,
+                    fpr_targets: Sequence[float] = DEFAULT_FPR_TARGETS) -> dict[str, float]:
+    """Every metric of the run, per dataset and over all datasets (no prefix). NaN dropped."""
+    out: dict[str, float] = {}
+    datasets = sorted({p.dataset for p in preds})
+    groups: list[tuple[str, list[Prediction]]] = [("", list(preds))]
+    if len(datasets) > 1:
+        groups += [(f"{d}.", [p for p in preds if p.dataset == d]) for d in datasets]
+    elif datasets:
+        groups = [(f"{datasets[0]}.", list(preds)), ("", list(preds))]
+    for prefix, rows in groups:
+        out.update({f"{prefix}{k}": v for k, v in _group_metrics(rows, codes, fpr_targets).items()})
+    return finite(out)
+
+
+def _group_metrics(rows: Sequence[Prediction], codes: Sequence[str],
+                   fpr_targets: Sequence[float]) -> dict[str, float]:
+    valid = [p for p in rows if p.decision != INVALID]
+    m: dict[str, float] = {"items": float(len(rows)), "invalid": float(len(rows) - len(valid))}
+    if not valid:
+        return m
+    decisions = np.array([p.decision for p in valid])
+    m["review_rate"] = float(np.mean(decisions == Decision.REVIEW.value))
+    m["block_rate"] = float(np.mean(decisions == Decision.BLOCK.value))
+    m["flag_rate"] = float(np.mean([p.flagged for p in valid]))
+    m["judge_call_rate"] = float(np.mean([p.judged for p in valid]))
+    m["error_rate"] = float(np.mean([p.status == Status.ERROR.value for p in valid]))
+    m["report_rate"] = float(np.mean([p.report for p in valid]))
+    lat = [p.latency_ms for p in valid]
+    m["latency_p50_ms"] = percentile(lat, 50)
+    m["latency_p95_ms"] = percentile(lat, 95)
+    m["latency_mean_ms"] = float(np.mean(lat))
+    for code in codes:
+        lab = [p for p in valid if code in p.labels]
+        if not lab:
+            continue
+        cm = category_metrics(
+            [p.labels[code] for p in lab], [p.score(code) for p in lab],
+            [p.category_flagged(code) for p in lab], [p.category_blocked(code) for p in lab],
+            fpr_targets=fpr_targets,
+        )
+        m.update({f"{code}.{k}": v for k, v in cm.as_flat().items()})
+    anyl = [(p, y) for p in valid if (y := _any(p)) is not None]
+    if anyl:
+        cm = category_metrics(
+            [y for _, y in anyl], [max(p.scores.values(), default=0.0) for p, _ in anyl],
+            [p.flagged for p, _ in anyl], [p.decision == Decision.BLOCK.value for p, _ in anyl],
+            fpr_targets=fpr_targets,
+        )
+        m.update({f"{ANY}.{k}": v for k, v in cm.as_flat().items()})
+    return m
+
+
+def _any(p: Prediction) -> int | None:
+    if not p.labels:
+        return None
+    return int(any(v == 1 for v in p.labels.values()))
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+def run_params(policy: Policy, options: RunOptions, datasets: Sequence[EvalDataset],
+               settings: Settings) -> dict[str, str]:
+    params: dict[str, str] = {
+        "policy_id": policy.id,
+        "policy_version": policy.version,
+        "policy_path": str(policy.path),
+        "gate": str(policy.spec.gate.enabled),
+        "gate_allow_below": f"{policy.spec.gate.allow_below:g}",
+        "gate_require_probes": str(policy.spec.gate.require_probes),
+        "judge_backend": settings.judge.backend,
+        "judge_model": settings.judge.model,
+        "judge_mode": policy.spec.judge.mode,
+        "stage_timeout_s": f"{settings.serve.stage_timeout_s:g}",
+        "calibration": str(options.calibration),
+        "limit": str(options.limit or ""),
+        "datasets": ",".join(ds.name for ds in datasets),
+    }
+    for ds in datasets:
+        params[f"dataset.{ds.name}.hash"] = ds.content_hash
+        params[f"dataset.{ds.name}.items"] = str(len(ds))
+    for code, t in policy.thresholds().items():
+        params[f"threshold.{code}.review"] = f"{t.review:g}"
+        params[f"threshold.{code}.block"] = f"{t.block:g}"
+    return params
+
+
+def evaluate(
+    settings: Settings,
+    datasets: Sequence[EvalDataset],
+    *,
+    policy: Policy | str | Path | None = None,
+    options: RunOptions = RunOptions(),
+    pipeline: Classifier | None = None,
+    log: bool = True,
+) -> EvalResult:
+    """Run the pipeline over `datasets` and (with `log`) record everything in MLflow.
+
+    `pipeline`: give one to reuse (tests pass one built from reference components); otherwise
+    `Pipeline.from_settings` builds it with the run's policy and judge.
+    """
+    eff = settings_for(settings, options.judge)
+    if options.stage_timeout_s is not None:
+        if options.stage_timeout_s <= 0:
+            raise UserError(f"--stage-timeout must be > 0 seconds; received "
+                            f"{options.stage_timeout_s}")
+        eff = eff.model_copy(update={"serve": eff.serve.model_copy(
+            update={"stage_timeout_s": options.stage_timeout_s})})
+    if not isinstance(policy, Policy):
+        policy = load_run_policy(eff, policy, gate=options.gate, calibration=options.calibration)
+    elif not options.gate and policy.spec.gate.enabled:
+        spec = policy.spec.model_copy(
+            update={"gate": policy.spec.gate.model_copy(update={"enabled": False})})
+        policy = dataclasses.replace(policy, spec=spec)
+    datasets = [ds.limit(options.limit) for ds in datasets]
+    own_pipeline = pipeline is None
+    if pipeline is None:
+        pipeline = build_text_pipeline(eff, policy)
+    params = run_params(policy, options, datasets, eff)
+    model_versions: dict[str, str] = dict(getattr(pipeline, "model_versions", {}) or {})
+    try:
+        if not log:
+            preds = predict(pipeline, datasets, progress=options.progress)
+            return EvalResult(None, compute_metrics(preds, policy.spec.codes,
+                                                    fpr_targets=options.fpr_targets),
+                              preds, params, policy)
+        import mlflow
+
+        from childguard.evaluation import tracking
+
+        exp_id = tracking.experiment_id(eff, tracking.EXPERIMENT_EVAL)
+        with mlflow.start_run(experiment_id=exp_id, run_name=options.run_name) as run:
+            mlflow.set_tags({"childguard.kind": "eval", "policy_id": policy.id,
+                             "policy_version": policy.version, **options.tags})
+            tracking.log_params(params)
+            tracking.log_params({f"model.{k}": v for k, v in model_versions.items()})
+            for ds in datasets:
+                tracking.log_dataset(ds, context="evaluation")
+            try:
+                prompt_uri = tracking.register_policy_prompt(policy)
+                mlflow.set_tag("policy_prompt", prompt_uri)
+            except Exception as exc:  # the registry is a convenience, not the run
+                mlflow.set_tag("policy_prompt_error", f"{type(exc).__name__}: {exc}"[:500])
+            preds = predict(pipeline, datasets, progress=options.progress)
+            metrics = compute_metrics(preds, policy.spec.codes, fpr_targets=options.fpr_targets)
+            tracking.log_metrics(metrics)
+            log_artifacts(preds, policy.spec.codes, metrics)
+            return EvalResult(run.info.run_id, metrics, preds, params, policy)
+    finally:
+        if own_pipeline:
+            close = getattr(pipeline, "close", None)
+            if callable(close):
+                close()
+
+
+def log_artifacts(preds: Sequence[Prediction], codes: Sequence[str],
+                  metrics: Mapping[str, float]) -> None:
+    """predictions.jsonl (ids only), metrics.json, PR curves and confusion matrices (PNG)."""
+    import tempfile
+
+    import mlflow
+
+    from childguard.evaluation import plots, tracking
+
+    with tempfile.TemporaryDirectory(prefix="childguard-eval-") as tmp:
+        path = write_predictions(preds, Path(tmp) / PREDICTIONS_FILE)
+        mlflow.log_artifact(str(path))
+    tracking.log_json(dict(metrics), "metrics.json")
+    for ds in sorted({p.dataset for p in preds}):
+        rows = [p for p in preds if p.dataset == ds]
+        fig = plots.pr_curves({ds: rows}, codes, title=f"PR curves: {ds}")
+        if fig is not None:
+            mlflow.log_figure(fig, f"plots/pr_{ds}.png")
+            plots.close(fig)
+        fig = plots.confusion(rows, title=f"decisions: {ds}")
+        mlflow.log_figure(fig, f"plots/confusion_{ds}.png")
+        plots.close(fig)
+
+
+def summary_line(metrics: Mapping[str, float], keys: Iterable[str]) -> str:
+    parts = []
+    for k in keys:
+        v = metrics.get(k)
+        parts.append(f"{k}={v:.4f}" if v is not None and math.isfinite(v) else f"{k}=n/a")
+    return "  ".join(parts)

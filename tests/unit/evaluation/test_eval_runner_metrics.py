@@ -1,0 +1,49 @@
+"""Run-level metrics from predictions: flagged = review/block, errors fail closed, invalid
+items are counted but not scored, and flips between two prediction lists."""
+
+from __future__ import annotations
+
+import pytest
+
+from childguard.evaluation.compare import compare_predictions
+from childguard.evaluation.predictions import INVALID, Prediction
+from childguard.evaluation.runner import compute_metrics
+
+
+def _p(i: str, y: int, s: float, decision: str, *, status: str = "ok", judged: bool = True,
+       ds: str = "d") -> Prediction:
+    cd = {} if status != "ok" else {"sexual_minors": decision}
+    return Prediction(id=i, dataset=ds, labels={"sexual_minors": y}, scores={"sexual_minors": s}
+                      if status == "ok" else {}, category_decisions=cd, decision=decision,
+                      status=status, judged=judged, latency_ms=10.0)
+
+
+def test_compute_metrics_by_hand() -> None:
+    preds = [
+        _p("a", 1, 0.95, "block"),
+        _p("b", 1, 0.5, "review"),
+        _p("c", 1, 0.0, "review", status="error"),  # failed -> review: counts as flagged
+        _p("d", 0, 0.1, "allow", judged=False),
+        _p("e", 0, 0.6, "review"),
+        _p("f", 0, 0.0, INVALID, status=INVALID, judged=False),
+    ]
+    m = compute_metrics(preds, ["sexual_minors", "grooming"])
+    assert m["d.items"] == 6 and m["d.invalid"] == 1
+    assert m["d.review_rate"] == pytest.approx(3 / 5)
+    assert m["d.block_rate"] == pytest.approx(1 / 5)
+    assert m["d.judge_call_rate"] == pytest.approx(4 / 5)
+    assert m["d.error_rate"] == pytest.approx(1 / 5)
+    assert m["d.sexual_minors.recall"] == 1.0
+    assert m["d.sexual_minors.precision"] == pytest.approx(3 / 4)
+    assert m["d.sexual_minors.fpr"] == pytest.approx(1 / 2)
+    assert m["d.sexual_minors.block_recall"] == pytest.approx(1 / 3)
+    assert "d.grooming.recall" not in m  # no labels for grooming: nothing reported
+    assert m["sexual_minors.recall"] == m["d.sexual_minors.recall"]  # unprefixed = all sets
+
+
+def test_flips() -> None:
+    a = [_p("x", 1, 0.5, "review"), _p("y", 0, 0.1, "allow"), _p("z", 0, 0.1, "allow")]
+    b = [_p("x", 1, 0.5, "allow"), _p("y", 0, 0.1, "allow"), _p("w", 0, 0.1, "allow")]
+    flips, only_a, only_b = compare_predictions(a, b)
+    assert [(f.id, f.a, f.b) for f in flips] == [("x", "review", "allow")]
+    assert (only_a, only_b) == (["z"], ["w"])
