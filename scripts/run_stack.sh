@@ -49,6 +49,23 @@ stop_one() {
   rm -f "$RUN_DIR/$1.pid"
 }
 
+# The gate needs text probes to let clearly benign items skip the judge. Train them once from
+# the labelled sets (the OpenAI moderation train half and our own set's train split; the test
+# halves stay unseen for `childguard eval run`). Without ../shared/datasets the service runs
+# without probes: every item then goes to the judge (slower, never less safe).
+ensure_probes() {
+  if "$BIN/python" -c "import sys; from childguard.settings import Settings; \
+from childguard.models.probes import ProbeSet; \
+sys.exit(0 if ProbeSet.load_default(Settings.load()) else 1)" 2>/dev/null; then
+    echo "probes present"
+  elif [ -d ../shared/datasets ]; then
+    "$CG" eval train-probes -d 'openai_moderation[train]' \
+      -d 'evaluation_sets/child_safety_v1.jsonl[train]' --alias default --quiet
+  else
+    echo "no probes and no ../shared/datasets: the gate stays closed (every item is judged)"
+  fi
+}
+
 start_review_worker() {
   if alive review-worker; then echo "review worker already running"; return; fi
   nohup "$CG" review run >"$LOG_DIR/review-worker.log" 2>&1 &
@@ -60,6 +77,7 @@ case "${1:-start}" in
     echo "== policies"; "$CG" policy validate
     echo "== model weights"; "$CG" models pull
     echo "== MLflow"; start_mlflow
+    echo "== text probes (gate)"; ensure_probes
     echo "== Label Studio (own venv .venv-ls)"
     [ -x .venv-ls/bin/label-studio ] || bash scripts/labelstudio.sh install
     bash scripts/labelstudio.sh start

@@ -17,7 +17,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -157,6 +157,10 @@ def load_openai_moderation(datasets_dir: Path | None = None) -> EvalDataset:
     exactly the look-alikes a child-safety classifier must not flag. Only `sexual_minors` is
     labelled: the set says nothing about grooming or the other codes.
     Ids are `oai-<line number>` (1-based line of the file), stable across loads.
+
+    Every item carries a split, `train` or `test` (see `_stratified_halves`), so probes can be
+    trained on `openai_moderation[train]` and the pipeline measured on `openai_moderation[test]`
+    without the probe having seen the items it is scored on.
     """
     root = datasets_dir or default_datasets_dir()
     path = _require(root / OPENAI_MODERATION_FILE, "OpenAI moderation dev half")
@@ -176,10 +180,27 @@ def load_openai_moderation(datasets_dir: Path | None = None) -> EvalDataset:
                 labels={SEXUAL_MINORS: int(s3)},
                 meta={"other_flags": ",".join(other)},
             ))
+    items = _stratified_halves(items, SEXUAL_MINORS)
     return EvalDataset(
         "openai_moderation", tuple(items), source=str(path),
         description="OpenAI moderation dev half, S3 known (sexual/minors); other harms negative",
     )
+
+
+def _stratified_halves(items: Sequence[EvalItem], code: str) -> list[EvalItem]:
+    """Assign `train` / `test` halves, stratified by the label of `code` and deterministic.
+
+    Within each label, items are ordered by sha256 of their id (a fixed pseudo-random order that
+    does not depend on file order or on Python's hash seed) and alternate train, test, train...,
+    so both halves get the same share of positives (20 / 19 of the 39 sexual/minors rows).
+    """
+    split: dict[str, str] = {}
+    for label in {it.labels.get(code) for it in items}:
+        group = sorted((it for it in items if it.labels.get(code) == label),
+                       key=lambda it: hashlib.sha256(it.id.encode()).hexdigest())
+        for i, it in enumerate(group):
+            split[it.id] = "train" if i % 2 == 0 else "test"
+    return [replace(it, split=split[it.id]) for it in items]
 
 
 #: XSTest unsafe prompts whose focus is about children: positives for child safety

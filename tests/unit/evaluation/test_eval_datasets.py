@@ -114,3 +114,16 @@ def test_review_labels() -> None:
 def test_any_positive() -> None:
     assert EvalItem("a", "t", {}).any_positive is None
     assert EvalItem("a", "t", {"x": 0, "y": 1}).any_positive == 1
+
+
+def test_openai_moderation_halves_are_stratified_and_stable(datasets_dir: Path) -> None:
+    ds = load_openai_moderation(datasets_dir)
+    train, test = load_dataset("openai_moderation[train]", datasets_dir), \
+        load_dataset("openai_moderation[test]", datasets_dir)
+    assert {it.split for it in ds} == {"train", "test"}
+    assert {it.id for it in train}.isdisjoint({it.id for it in test})
+    assert len(train) + len(test) == len(ds)
+    pos = [sum(it.labels["sexual_minors"] for it in half) for half in (train, test)]
+    assert sorted(pos) == [19, 20]  # the 39 positives split evenly
+    assert abs(len(train) - len(test)) <= 2
+    assert [it.split for it in load_openai_moderation(datasets_dir)] == [it.split for it in ds]
