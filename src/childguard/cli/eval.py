@@ -155,6 +155,48 @@ def compare_cmd(
         console.print(f"only in A: {len(cmp.only_in_a)} ids, only in B: {len(cmp.only_in_b)}")
 
 
+@app.command("table")
+def table_cmd(
+    ctx: typer.Context,
+    runs: list[str] = typer.Argument(None, help="run ids or names, in table order (default: "
+                                                "every finished eval run, oldest first)"),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help="write a Markdown document (e.g. docs/quality.md)"),
+) -> None:
+    """The quality table (docs/quality.md) from logged eval runs: nothing typed by hand."""
+    from childguard.evaluation import tracking
+    from childguard.evaluation.quality import RunRow, quality_table
+
+    settings = get_settings(ctx)
+    client = tracking.configure(settings)
+    if runs:
+        found = [tracking.resolve_run(client, r) for r in runs]
+    else:
+        exp = client.get_experiment_by_name(tracking.EXPERIMENT_EVAL)
+        found = [] if exp is None else client.search_runs(
+            [exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time ASC"], max_results=200)
+    if not found:
+        raise UserError(f"no finished runs in MLflow experiment {tracking.EXPERIMENT_EVAL!r} "
+                        f"at {settings.mlflow_uri}; run `childguard eval run` first")
+    rows = [RunRow(run_id=r.info.run_id, name=r.info.run_name or r.info.run_id,
+                   params=dict(r.data.params), metrics=dict(r.data.metrics)) for r in found]
+    table = quality_table(rows)
+    if out is None:
+        typer.echo(table, nl=False)
+        return
+    cmd = "childguard eval table " + " ".join(r.info.run_id for r in found) + f" -o {out}"
+    out.write_text(
+        "# Classification quality on CPU\n\n"
+        "Generated from MLflow evaluation runs; do not edit by hand. Regenerate with\n"
+        f"`{cmd}`\n(from the MLflow store the runs were logged to).\n\n"
+        "Recall = share of violating items flagged (review or block) at the run's thresholds; "
+        "FPR = share of non-violating items flagged. OAI = OpenAI moderation dev half "
+        "(the split named in the run), own = evaluation_sets/child_safety_v1.jsonl.\n\n"
+        + table, encoding="utf-8")
+    typer.echo(f"wrote {out} ({len(rows)} runs)")
+
+
 @app.command("calibrate")
 def calibrate_cmd(
     ctx: typer.Context,

@@ -12,6 +12,7 @@ from eval_support import REPO, copy_policy, reference_pipeline
 from typer.testing import CliRunner
 
 from childguard.cli.main import app
+from childguard.errors import NotFound
 from childguard.evaluation import tracking
 from childguard.evaluation.compare import compare_runs
 from childguard.evaluation.datasets import EvalDataset, EvalItem, load_file, write_file
@@ -213,3 +214,18 @@ def test_eval_run_cli_through_from_settings(world: dict[str, Any], eval_settings
     assert run.data.params["gate"] == "False"
     assert run.data.params["model.text_embedder"].startswith("all-MiniLM-L6-v2")
     assert run.data.params["model.image_safety"] == "disabled"
+
+
+def test_quality_table_from_logged_runs(world: dict[str, Any], eval_settings: Settings,
+                                        eval_home: Path) -> None:
+    ids = [world["runs"][k].run_id for k in ("A", "B")]
+    out_file = eval_home / "quality.md"
+    r = _cli(eval_settings, "eval", "table", "run-A", ids[1], "-o", str(out_file))
+    assert r.exit_code == 0, r.output
+    doc = out_file.read_text()
+    rows = [line for line in doc.splitlines() if line.startswith("| run-")]
+    assert [row.split("`")[1] for row in rows] == [i[:8] for i in ids]  # in the order asked
+    assert all(i in doc for i in ids)  # the regenerate command names the exact runs
+    assert "synthetic item" not in doc
+    with pytest.raises(NotFound, match="no-such-run"):  # the CLI maps it to exit code 2
+        _cli(eval_settings, "eval", "table", "no-such-run")

@@ -1,0 +1,109 @@
+"""`eval table`: the quality table of docs/quality.md, generated from MLflow evaluation runs.
+
+Why generated: the table is where the team decides which configuration is the default, so every
+number in it must be traceable to a logged run (run id in the first column) and none may be
+typed by hand. The table reads only what `eval run` logged (params and metrics), so it works
+on any run of the experiment, old or new, and says "n/a" where a run did not measure a column
+(for example a run without the OpenAI moderation set).
+
+Columns follow the quality issue: per configuration, sexual/minors AUPRC and recall on the
+OpenAI moderation set, false positive rate on XSTest's safe prompts, recall and false positive
+rate per category on our own set, review rate, judge call rate and p50 latency. "Recall" is the
+share of violating items flagged (review or block) at the run's thresholds, which are the
+calibrated ones when the policy has a calibration file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+SEXUAL_MINORS = "sexual_minors"
+
+#: dataset families by the name their loader gives them (a split adds `:<split>`)
+OPENAI = "openai_moderation"
+XSTEST = "xstest"
+OWN = "child_safety_v1"
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """What the table needs of one logged run."""
+
+    run_id: str
+    name: str
+    params: Mapping[str, str]
+    metrics: Mapping[str, float]
+
+
+def dataset_prefix(metrics: Mapping[str, float], family: str) -> str | None:
+    """The metric prefix of the first set of `family` in a run (`xstest`,
+    `openai_moderation:test`), or None when the run did not measure that family."""
+    names = sorted({k.split(".", 1)[0] for k in metrics if k.endswith(".items")})
+    for name in names:
+        if name == family or name.startswith(family + ":"):
+            return name
+    return None
+
+
+def _get(metrics: Mapping[str, float], key: str | None) -> float | None:
+    if key is None or key not in metrics:
+        return None
+    v = float(metrics[key])
+    return v if math.isfinite(v) else None
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _own_codes(row: RunRow, prefix: str | None) -> list[str]:
+    if prefix is None:
+        return []
+    codes = {k[len(prefix) + 1:].rsplit(".", 1)[0] for k in row.metrics
+             if k.startswith(prefix + ".") and k.endswith(".recall")}
+    return sorted(codes - {"any"})
+
+
+def describe_config(row: RunRow) -> str:
+    """Judge, gate and probes of a run, from its params (short, for a table cell)."""
+    p = row.params
+    judge = p.get("judge_backend", "?")
+    if p.get("judge_model") and judge not in ("reference",):
+        judge += f" {p['judge_model']}"
+    judge += f" ({p.get('judge_mode', '?')})"
+    gate = (f"gate < {p.get('gate_allow_below', '?')}" if p.get("gate") == "True"
+            else "no gate")
+    probes = p.get("model.probes", "unavailable")
+    probes = "no probes" if probes == "unavailable" else f"probes {probes}"
+    calib = "calibrated" if p.get("calibration") == "True" else "policy thresholds"
+    return f"{judge}; {gate}; {probes}; {calib}"
+
+
+def quality_table(rows: Sequence[RunRow]) -> str:
+    """A Markdown table, one line per run, in the order given."""
+    own_codes: list[str] = sorted({c for r in rows
+                                   for c in _own_codes(r, dataset_prefix(r.metrics, OWN))})
+    head = ["run", "configuration", "OAI S3 AUPRC", "OAI S3 recall", "XSTest FPR"]
+    head += [f"own {c} recall / FPR" for c in own_codes]
+    head += ["review rate", "judge call rate", "p50 ms", "error rate"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        m = r.metrics
+        oai = dataset_prefix(m, OPENAI)
+        xs = dataset_prefix(m, XSTEST)
+        own = dataset_prefix(m, OWN)
+        cells = [f"{r.name} `{r.run_id[:8]}`", describe_config(r),
+                 _fmt(_get(m, oai and f"{oai}.{SEXUAL_MINORS}.auprc")),
+                 _fmt(_get(m, oai and f"{oai}.{SEXUAL_MINORS}.recall")),
+                 _fmt(_get(m, xs and f"{xs}.{SEXUAL_MINORS}.fpr"))]
+        for c in own_codes:
+            rec = _get(m, own and f"{own}.{c}.recall")
+            fpr = _get(m, own and f"{own}.{c}.fpr")
+            cells.append(f"{_fmt(rec, 2)} / {_fmt(fpr, 2)}")
+        p50 = _get(m, "latency_p50_ms")
+        cells += [_fmt(_get(m, "review_rate")), _fmt(_get(m, "judge_call_rate")),
+                  "n/a" if p50 is None else f"{p50:.0f}", _fmt(_get(m, "error_rate"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
