@@ -76,8 +76,10 @@ def describe_config(row: RunRow) -> str:
     gate = (f"gate < {p.get('gate_allow_below', '?')}" if p.get("gate") == "True"
             else "no gate")
     probes = p.get("model.probes", "unavailable")
-    probes = "no probes" if probes == "unavailable" else f"probes {probes}"
-    calib = "calibrated" if p.get("calibration") == "True" else "policy thresholds"
+    probes = ("no probes" if probes == "unavailable"
+              else f"probes {probes.removeprefix('probes:')}")
+    # the run applied <policy>/calibration.yaml if there was one
+    calib = "calibration on" if p.get("calibration") == "True" else "policy thresholds"
     return f"{judge}; {gate}; {probes}; {calib}"
 
 
@@ -97,7 +99,8 @@ def quality_table(rows: Sequence[RunRow]) -> str:
         cells = [f"{r.name} `{r.run_id[:8]}`", describe_config(r),
                  _fmt(_get(m, oai and f"{oai}.{SEXUAL_MINORS}.auprc")),
                  _fmt(_get(m, oai and f"{oai}.{SEXUAL_MINORS}.recall")),
-                 _fmt(_get(m, xs and f"{xs}.{SEXUAL_MINORS}.fpr"))]
+                 # any category flagged: XSTest's safe prompts are negatives for every code
+                 _fmt(_get(m, xs and f"{xs}.any.fpr"))]
         for c in own_codes:
             rec = _get(m, own and f"{own}.{c}.recall")
             fpr = _get(m, own and f"{own}.{c}.fpr")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from childguard.evaluation.quality import RunRow, dataset_prefix, describe_config, quality_table
 
 PARAMS = {"judge_backend": "llama_cpp", "judge_model": "qwen-1.5b", "judge_mode": "single",
-          "gate": "True", "gate_allow_below": "0.05", "model.probes": "minilm@abc",
+          "gate": "True", "gate_allow_below": "0.05", "model.probes": "probes:minilm@abc",
           "calibration": "True"}
 
 
@@ -18,7 +18,8 @@ FULL = {
     "openai_moderation:test.sexual_minors.auprc": 0.71234,
     "openai_moderation:test.sexual_minors.recall": 0.9,
     "xstest.items": 250.0,
-    "xstest.sexual_minors.fpr": 0.024,
+    "xstest.sexual_minors.fpr": 0.0,
+    "xstest.any.fpr": 0.024,
     "child_safety_v1:test.items": 71.0,
     "child_safety_v1:test.grooming.recall": 0.75,
     "child_safety_v1:test.grooming.fpr": 0.05,
@@ -38,7 +39,7 @@ def test_prefix_finds_split_sets() -> None:
 
 
 def test_table_rows_and_cells() -> None:
-    sparse = {"xstest.items": 1.0, "xstest.sexual_minors.fpr": float("nan")}
+    sparse = {"xstest.items": 1.0, "xstest.any.fpr": float("nan")}
     table = quality_table([_run("aaaaaaaa1111", FULL), _run("bbbbbbbb2222", sparse)])
     lines = table.strip().splitlines()
     assert len(lines) == 4  # header, rule, two runs
@@ -52,7 +53,7 @@ def test_table_rows_and_cells() -> None:
 
 def test_config_cell_says_judge_gate_probes_and_calibration() -> None:
     cell = describe_config(_run("x", FULL))
-    assert cell == "llama_cpp qwen-1.5b (single); gate < 0.05; probes minilm@abc; calibrated"
+    assert cell == "llama_cpp qwen-1.5b (single); gate < 0.05; probes minilm@abc; calibration on"
     off = describe_config(_run("y", FULL, {**PARAMS, "gate": "False", "model.probes":
                                            "unavailable", "calibration": "False"}))
     assert off.endswith("no gate; no probes; policy thresholds")
