@@ -54,9 +54,12 @@ stop_one() {
 # halves stay unseen for `childguard eval run`). Without ../shared/datasets the service runs
 # without probes: every item then goes to the judge (slower, never less safe).
 ensure_probes() {
+  # probes count only if trained on the configured text embedder (features included)
   if "$BIN/python" -c "import sys; from childguard.settings import Settings; \
-from childguard.models.probes import ProbeSet; \
-sys.exit(0 if ProbeSet.load_default(Settings.load()) else 1)" 2>/dev/null; then
+from childguard.models.embedders import build_text_embedder; \
+from childguard.models.probes import ProbeSet; from childguard.pipeline import embedder_keys; \
+s = Settings.load(); keys = embedder_keys(build_text_embedder(s)); \
+sys.exit(0 if any(ProbeSet.load_default(s, embedder=k) for k in keys) else 1)" 2>/dev/null; then
     echo "probes present"
   elif [ -d ../shared/datasets ]; then
     "$CG" eval train-probes -d 'openai_moderation[train]' \

@@ -502,6 +502,47 @@ class JudgeFirstCombiner(ScoreCombiner):
         return Combination(scores=scores, escalations=tuple(escalations))
 
 
+class MaxCombiner(JudgeFirstCombiner):
+    """The higher of the probe and the judge score per category (policy `judge.combine: max`).
+
+    Why: the two models fail differently. The probes are trained on labelled data and know the
+    patterns it holds (grooming scripts, sextortion threats, age words next to sexual text);
+    the judge reads the policy and can catch what no training item showed. Replacing the probe
+    with a small judge's score threw away most of the probes' recall (issue 8: grooming recall
+    0.08 with `judge_first`); taking the maximum keeps both, and the calibrated thresholds then
+    hold the false positive rate. Escalations are those of `JudgeFirstCombiner`.
+    """
+
+    name = "max"
+
+    def combine(
+        self,
+        policy: Policy,
+        codes: Sequence[str],
+        *,
+        probe_scores: Mapping[str, float],
+        judge: JudgeOutput | None,
+        signals: Sequence[Signal],
+        item: PreparedItem,
+    ) -> Combination:
+        base = super().combine(policy, codes, probe_scores=probe_scores, judge=judge,
+                               signals=signals, item=item)
+        scores = dict(base.scores)
+        for code, p in probe_scores.items():
+            if code not in codes:
+                continue
+            p = _clip01(p)
+            have = scores.get(code)
+            if have is None or p > have.score:
+                scores[code] = CombinedScore(p, "probe")
+        return Combination(scores=scores, escalations=base.escalations)
+
+
+COMBINERS: dict[str, type[ScoreCombiner]] = {
+    JudgeFirstCombiner.name: JudgeFirstCombiner, MaxCombiner.name: MaxCombiner,
+}
+
+
 def _clip01(x: float) -> float:
     x = float(x)
     if not math.isfinite(x):
@@ -533,7 +574,7 @@ class Pipeline:
         combiner: ScoreCombiner | None = None,
         media_loader: Callable[[str], bytes | None] | None = None,
         concept_calibrator: Callable[[str, float], float] | None = None,
-        probe_context_messages: int = 0,
+        probe_context_messages: int | None = None,
         unavailable: Mapping[str, str] | None = None,
         stage_timeout_s: float | None = None,
     ) -> None:
@@ -554,12 +595,16 @@ class Pipeline:
         self.ocr = ocr
         self.probes = probes
         self.gate_policy = gate_policy or ThresholdGate()
-        self.combiner = combiner or JudgeFirstCombiner()
+        self.combiner = combiner or COMBINERS[policy.spec.judge.combine]()
         self.media_loader = media_loader
         #: (category code, CLIP cosine similarity) -> calibrated probability; None = uncalibrated
         self.concept_calibrator = concept_calibrator
-        #: also score the last N context messages plus the message as one text ("conversation")
-        self.probe_context_messages = probe_context_messages
+        #: also score the last N context messages plus the message as one text ("conversation"),
+        #: as `eval train-probes` trains on them (default: settings.models.probe_context_messages)
+        self.probe_context_messages = (
+            settings.models.probe_context_messages if probe_context_messages is None
+            else probe_context_messages
+        )
         self.unavailable: dict[str, str] = dict(unavailable or {})
         if image_embedder is None and "clip" not in self.unavailable:
             self.unavailable["clip"] = UNAVAILABLE
@@ -599,8 +644,9 @@ class Pipeline:
         combiner: ScoreCombiner | None = None,
         media_loader: Callable[[str], bytes | None] | None = None,
         concept_calibrator: Callable[[str, float], float] | None = None,
-        probe_context_messages: int = 0,
+        probe_context_messages: int | None = None,
         engine: Any = None,
+        with_judge: bool = True,
     ) -> Pipeline:
         """Build every component not given from `settings`.
 
@@ -608,6 +654,8 @@ class Pipeline:
         fails loudly). Optional ones (CLIP weights, trained probes, image-safety detectors, OCR)
         are recorded as unavailable and named in every verdict's `model_versions`. `engine` is
         the SQLAlchemy engine holding the hash banks (default: `settings.db_url`, migrated).
+        `with_judge=False` leaves the LLM stage out (evaluation's `--judge none`): the verdict
+        then rests on hashes and probes, and an item they cannot score goes to review.
         """
         from childguard.normalize import normalize_text
 
@@ -617,16 +665,16 @@ class Pipeline:
             policy = load_calibrated_policy(
                 resolve_policy_path(settings.policy, settings.policies_dir)
             )
-        if judge is None:
+        if judge is None and with_judge:
             from childguard.models.judge import build_judge
 
             judge = build_judge(settings, policy)
         if hashes is None:
             hashes = _build_hashes(settings, engine)
         if text_embedder is None:
-            from childguard.models.embedders import SentenceEmbedder
+            from childguard.models.embedders import build_text_embedder
 
-            text_embedder = SentenceEmbedder.from_settings(settings)
+            text_embedder = build_text_embedder(settings)
         if image_embedder is None:
             try:
                 from childguard.models.embedders import OpenClipEmbedder
@@ -683,6 +731,14 @@ class Pipeline:
             probe_context_messages=probe_context_messages,
             unavailable=unavailable,
         )
+
+    def use_probes(self, probes: ProbeModel) -> None:
+        """Score text with `probes` from now on (evaluation swaps in out-of-fold probe sets).
+        They must fit the text embedder, as at construction."""
+        if self.text_embedder is not None:
+            self._check_probe_embedder(probes, self.text_embedder)
+        self.probes = probes
+        self.unavailable.pop("probes", None)
 
     def _check_probe_embedder(self, probes: ProbeModel, embedder: TextEmbedder) -> None:
         """Probes only mean something on the embedder they were trained on."""
@@ -1225,8 +1281,17 @@ class Pipeline:
         for r in (hashes, signals, judge):
             if r is not None:
                 versions.update(r.versions)
-        if judged and judge is not None and judge.output is not None and judge.output.model:
-            versions["judge"] = judge.output.model
+        if judged and judge is not None and judge.output is not None:
+            out = judge.output
+            if out.model:
+                versions["judge"] = out.model
+            # the judge's own per-category scores, whatever the combiner made of them, so a
+            # reviewer (and `eval calibrate`) sees both models' opinions side by side
+            sig.extend(
+                Signal(name="judge", category=code, score=_clip01(score), model=out.model or None,
+                       elapsed_ms=round(judge.elapsed_ms, 3))
+                for code, score in sorted(out.category_scores.items())
+            )
         return Verdict(
             item_id=item.item_id,
             decision=decision,

@@ -136,6 +136,9 @@ class Gate(_Strict):
 class JudgeConfig(_Strict):
     mode: Literal["single", "per_category"] = "single"
     max_tokens: int = Field(default=96, gt=0, le=1024)
+    #: how a judged item's category score is formed: `judge_first` (the judge's score replaces
+    #: the probe's) or `max` (the higher of probe and judge: either model can flag)
+    combine: Literal["judge_first", "max"] = "judge_first"
 
 
 class PolicySpec(_Strict):

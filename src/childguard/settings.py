@@ -73,6 +73,16 @@ class JudgeSettings(_Section):
 class ModelSettings(_Section):
     cache_dir: Path | None = Field(default=None, description="defaults to <home>/models")
     text_embedder: str = "all-MiniLM-L6-v2"
+    age_features: bool = Field(
+        default=True,
+        description="append age-indicator counts to the text embedding (models/lexical.py); "
+        "probes must be trained with the same setting",
+    )
+    probe_context_messages: int = Field(
+        default=3, ge=0,
+        description="also score the last N conversation messages with the message, as the "
+        "probes were trained (eval train-probes joins an item's context and text)",
+    )
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = Field(
         default=None, description="open_clip pretrained tag or local checkpoint path"

@@ -67,7 +67,8 @@ def run_cmd(
     policy: str | None = typer.Option(None, "--policy", help="policy id or folder"),
     judge: str | None = typer.Option(None, "--judge",
                                      help="judge backend[:model] (llama_cpp, openai, vllm, "
-                                          "reference); default: settings"),
+                                          "reference), or 'none' for the cascade without its "
+                                          "LLM stage; default: settings"),
     no_gate: bool = typer.Option(False, "--no-gate", help="judge every item (gate off)"),
     no_calibration: bool = typer.Option(False, "--no-calibration",
                                         help="ignore <policy dir>/calibration.yaml"),
@@ -76,6 +77,12 @@ def run_cmd(
         None, "--stage-timeout", help="seconds per pipeline stage (default: settings "
         "serve.stage_timeout_s); raise it on a slow or busy machine"),
     run_name: str | None = typer.Option(None, "--run-name"),
+    train_probes: list[str] = typer.Option(
+        [], "--train-probes", help="train the probes in the run on this set (repeatable) "
+        "instead of loading the saved ones; " + _DATASET_HELP),
+    cross_fit: int = typer.Option(
+        0, "--cross-fit", help="with --train-probes: score evaluated items that are also "
+        "training items out of fold, with K folds (e.g. 5)"),
     datasets_dir: Path | None = typer.Option(None, "--datasets-dir"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     json_out: bool = typer.Option(False, "--json", help="print run id and metrics as JSON"),
@@ -87,7 +94,14 @@ def run_cmd(
     sets = _datasets(dataset, datasets_dir)
     options = RunOptions(judge=judge, gate=not no_gate, calibration=not no_calibration,
                          limit=limit, run_name=run_name, progress=not quiet,
-                         stage_timeout_s=stage_timeout)
+                         stage_timeout_s=stage_timeout,
+                         probe_train=tuple(_datasets(train_probes, datasets_dir))
+                         if train_probes else (),
+                         cross_fit=cross_fit)
+    if cross_fit and not train_probes:
+        raise UserError("--cross-fit needs --train-probes (the sets the run trains on)")
+    if cross_fit == 1 or cross_fit < 0:
+        raise UserError(f"--cross-fit must be 0 (off) or at least 2 folds; received {cross_fit}")
     result = evaluate(settings, sets, policy=policy, options=options)
     if json_out:
         typer.echo(json.dumps({"run_id": result.run_id, "policy_version": result.policy.version,
@@ -192,7 +206,9 @@ def table_cmd(
         f"`{cmd}`\n(from the MLflow store the runs were logged to).\n\n"
         "Recall = share of violating items flagged (review or block) at the run's thresholds; "
         "FPR = share of non-violating items flagged. OAI = OpenAI moderation dev half "
-        "(the split named in the run), own = evaluation_sets/child_safety_v1.jsonl.\n\n"
+        "(the split named in the run), own = evaluation_sets/child_safety_v1.jsonl; "
+        "'own violating recall / benign blocked' = share of the set's violating items flagged "
+        "for any category / share of its benign look-alikes blocked.\n\n"
         + table, encoding="utf-8")
     typer.echo(f"wrote {out} ({len(rows)} runs)")
 

@@ -85,7 +85,24 @@ def from_verdict(verdict: Verdict, *, dataset: str, labels: Mapping[str, int],
         gate_score=gate_score_of(verdict),
         report=verdict.report,
         errors=len(verdict.errors),
+        extra=_model_scores(verdict),
     )
+
+
+def _model_scores(verdict: Verdict) -> dict[str, Any]:
+    """Each model's own per-category scores ({"probe": {...}, "judge": {...}}), before the
+    combiner: what a calibrated combination is fitted on. Probe scores are the highest over the
+    item's texts (message, conversation, OCR), as the pipeline takes them."""
+    out: dict[str, dict[str, float]] = {}
+    for s in verdict.signals:
+        if s.category is None or s.score is None or s.status is not Status.OK:
+            continue
+        kind = "probe" if s.name.startswith("probe") else "judge" if s.name == "judge" else None
+        if kind is None:
+            continue
+        scores = out.setdefault(kind, {})
+        scores[s.category] = max(float(s.score), scores.get(s.category, 0.0))
+    return out
 
 
 def write_predictions(preds: Iterable[Prediction], path: Path) -> Path:

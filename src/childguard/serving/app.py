@@ -335,9 +335,9 @@ def _embedders(settings: Settings, models: str) -> tuple[Any, Any, dict[str, str
 
         return (ReferenceTextEmbedder.from_settings(settings),
                 ReferenceClipEmbedder.from_settings(settings), {})
-    from childguard.models.embedders import OpenClipEmbedder, SentenceEmbedder
+    from childguard.models.embedders import OpenClipEmbedder, build_text_embedder
 
-    text = SentenceEmbedder.from_settings(settings)
+    text = build_text_embedder(settings)
     try:
         clip: Any = OpenClipEmbedder.from_settings(settings)
     except ModelUnavailable as exc:

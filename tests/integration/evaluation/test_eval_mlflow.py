@@ -12,7 +12,7 @@ from eval_support import REPO, copy_policy, reference_pipeline
 from typer.testing import CliRunner
 
 from childguard.cli.main import app
-from childguard.errors import NotFound
+from childguard.errors import NotFound, UserError
 from childguard.evaluation import tracking
 from childguard.evaluation.compare import compare_runs
 from childguard.evaluation.datasets import EvalDataset, EvalItem, load_file, write_file
@@ -214,6 +214,34 @@ def test_eval_run_cli_through_from_settings(world: dict[str, Any], eval_settings
     assert run.data.params["gate"] == "False"
     assert run.data.params["model.text_embedder"].startswith("all-MiniLM-L6-v2")
     assert run.data.params["model.image_safety"] == "disabled"
+
+
+@pytest.mark.models
+def test_eval_run_trains_probes_in_the_run_and_cross_fits(
+        world: dict[str, Any], eval_settings: Settings) -> None:
+    """`--judge none --train-probes ... --cross-fit K`: the cascade without its LLM stage,
+    probes trained inside the run, training items scored out of fold (real MiniLM + age)."""
+    f = str(world["file"])
+    r = _cli(eval_settings, "eval", "run", "-d", f, "--judge", "none",
+             "--train-probes", f, "--cross-fit", "3", "--no-calibration", "--quiet", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout[r.stdout.index("{"):])
+    assert out["metrics"]["judge_call_rate"] == 0.0
+    assert out["metrics"]["items"] == float(len(world["ds"]))
+    run = tracking.configure(eval_settings).get_run(out["run_id"])
+    p = run.data.params
+    assert p["judge_backend"] == "none" and p["cross_fit"] == "3"
+    assert "scored out of fold (3-fold)" in p["probes_trained_in_run"]
+    assert p["model.probes"].endswith("(+3 out-of-fold sets)")
+    assert p["text_embedder"] == "all-MiniLM-L6-v2+age"
+    # every item was scored by one of the three fold probe sets, never by the final one
+    client = tracking.configure(eval_settings)
+    preds = read_predictions(Path(tracking.download(client, out["run_id"], "predictions.jsonl")))
+    assert all(pr.extra.get("probe") for pr in preds)
+    # scoring training items without --cross-fit is refused (a user error: exit code 2)
+    with pytest.raises(UserError, match="cross-fit"):
+        _cli(eval_settings, "eval", "run", "-d", f, "--judge", "none", "--train-probes", f,
+             "--quiet")
 
 
 def test_quality_table_from_logged_runs(world: dict[str, Any], eval_settings: Settings,

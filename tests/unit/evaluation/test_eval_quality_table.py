@@ -24,6 +24,7 @@ FULL = {
     "child_safety_v1:test.grooming.recall": 0.75,
     "child_safety_v1:test.grooming.fpr": 0.05,
     "child_safety_v1:test.any.recall": 0.8,
+    "child_safety_v1:test.any.block_fpr": 0.03,
     "review_rate": 0.3,
     "judge_call_rate": 0.6,
     "latency_p50_ms": 2512.4,
@@ -47,13 +48,22 @@ def test_table_rows_and_cells() -> None:
     first = lines[2]
     assert "`aaaaaaaa`" in first and "0.712" in first and "0.900" in first and "0.024" in first
     assert "0.75 / 0.05" in first and "| 2512 |" in first
+    # the own set's acceptance pair: violating items flagged / look-alikes blocked
+    assert "own violating recall / benign blocked" in lines[0] and "| 0.80 / 0.03 |" in first
     second = lines[3]
     assert second.count("n/a") >= 7  # nothing measured but an undefined FPR: all n/a
 
 
 def test_config_cell_says_judge_gate_probes_and_calibration() -> None:
     cell = describe_config(_run("x", FULL))
-    assert cell == "llama_cpp qwen-1.5b (single); gate < 0.05; probes minilm@abc; calibration on"
+    assert cell == ("llama_cpp qwen-1.5b (single, combine judge_first); gate < 0.05; "
+                    "probes minilm@abc; calibration on")
+    newer = describe_config(_run("z", FULL, {**PARAMS, "judge_combine": "max",
+                                             "probe_context_messages": "3"}))
+    assert "(single, combine max)" in newer and "probes minilm@abc (context 3)" in newer
+    no_judge = describe_config(_run("n", FULL, {**PARAMS, "judge_backend": "none",
+                                                "judge_model": ""}))
+    assert no_judge.startswith("none; gate < 0.05")
     off = describe_config(_run("y", FULL, {**PARAMS, "gate": "False", "model.probes":
                                            "unavailable", "calibration": "False"}))
     assert off.endswith("no gate; no probes; policy thresholds")

@@ -376,16 +376,19 @@ def test_context_in_the_judge_changes_the_verdict(make_pipeline: PipelineFactory
     assert v.decision is Decision.BLOCK
 
 
-def test_conversation_probe_scores_recent_context_when_enabled(make_pipeline: PipelineFactory):
+def test_conversation_probe_scores_recent_context(make_pipeline: PipelineFactory):
     ctx = (Message(text=f"earlier {probe_marker('grooming')}"),)
     item = ContentItem(text="so, are we still on?", context=ctx)
-    # by default only the message is scored: the gate lets it through
-    assert not make_pipeline().classify(item).judged
-    p = make_pipeline(probe_context_messages=2)
-    v = p.classify(item)
-    conv = [s for s in v.signals if s.name == "probe.conversation" and s.category == "grooming"]
-    assert conv and conv[0].score is not None and conv[0].score > 0.5
-    assert v.judged  # the conversation probe kept it from the gate
+    # with the conversation switched off only the message is scored: the gate lets it through
+    assert not make_pipeline(probe_context_messages=0).classify(item).judged
+    # the default (settings.models.probe_context_messages) scores the conversation, as the
+    # probes are trained on context + message
+    for p in (make_pipeline(), make_pipeline(probe_context_messages=2)):
+        v = p.classify(item)
+        conv = [s for s in v.signals
+                if s.name == "probe.conversation" and s.category == "grooming"]
+        assert conv and conv[0].score is not None and conv[0].score > 0.5
+        assert v.judged  # the conversation probe kept it from the gate
 
 
 def test_ocr_text_reaches_probes_and_judge(make_pipeline: PipelineFactory):
@@ -468,9 +471,12 @@ def test_score_combiner_is_pluggable(make_pipeline: PipelineFactory):
                 for c in codes
             })
 
-    # probe fires on grooming, the judge sees nothing: the default trusts the judge
+    # probe fires on grooming, the judge sees nothing: judge_first trusts the judge
+    from childguard.pipeline import JudgeFirstCombiner
+
     text = f"hey {probe_marker('grooming')}"
-    assert make_pipeline().classify(ContentItem(text=text)).decision is Decision.ALLOW
+    assert make_pipeline(combiner=JudgeFirstCombiner()).classify(
+        ContentItem(text=text)).decision is Decision.ALLOW
     v = make_pipeline(combiner=MaxCombiner()).classify(ContentItem(text=text))
     assert v.decision is Decision.BLOCK
     cat = next(c for c in v.categories if c.code == "grooming")
@@ -570,3 +576,40 @@ def test_pipeline_logs_no_raw_content(make_pipeline: PipelineFactory, policy, ca
     # the quoting judge's rationale was redacted, not dropped
     v = make_pipeline(probes=None, judge=quoting).classify(ContentItem(text=secret))
     assert "the message says '[content removed]'" in v.rationale
+
+
+def _with_combine(policy: Policy, combine: str) -> Policy:
+    judge = policy.spec.judge.model_copy(update={"combine": combine})
+    return dataclasses.replace(policy, spec=policy.spec.model_copy(update={"judge": judge}))
+
+
+def test_policy_combine_setting_picks_the_combiner(make_pipeline: PipelineFactory, policy):
+    # the probe fires on grooming, the reference judge sees no marker and says no
+    text = f"hey {probe_marker('grooming')}"
+    first = make_pipeline(policy=_with_combine(policy, "judge_first")).classify(
+        ContentItem(text=text))
+    assert first.judged and first.decision is Decision.ALLOW
+    v = make_pipeline(policy=_with_combine(policy, "max")).classify(ContentItem(text=text))
+    assert v.judged and v.decision is Decision.BLOCK
+    cat = next(c for c in v.categories if c.code == "grooming")
+    assert cat.source == "probe" and cat.score > 0.9
+    assert "grooming" in v.rationale and "(probe," in v.rationale
+    # both models' own scores stay visible in the verdict's signals
+    judge_sigs = {s.category: s.score for s in v.signals if s.name == "judge"}
+    assert set(judge_sigs) == set(policy.spec.codes)
+    assert judge_sigs["grooming"] is not None and judge_sigs["grooming"] < 0.3
+
+
+def test_max_combiner_keeps_the_judge_when_it_is_higher(make_pipeline: PipelineFactory, policy):
+    # the judge flags sextortion, no probe fires (the gate sends the item on because the
+    # policy's gate is off here): the judge's score stands
+    scores = dict.fromkeys(policy.spec.codes, 0.01) | {"sextortion": 0.95}
+    judge = FixedJudge(policy, JudgeOutput(violation=0.95, category="sextortion",
+                                           category_scores=scores, model="fixed"))
+    pol = _with_combine(policy, "max")
+    pol = dataclasses.replace(pol, spec=pol.spec.model_copy(update={
+        "gate": pol.spec.gate.model_copy(update={"enabled": False})}))
+    v = make_pipeline(policy=pol, judge=judge).classify(ContentItem(text=BENIGN))
+    cat = next(c for c in v.categories if c.code == "sextortion")
+    assert cat.source == "judge" and cat.score == pytest.approx(0.95)
+    assert v.decision is Decision.BLOCK

@@ -1,0 +1,64 @@
+"""Probes trained inside an evaluation run: out-of-fold scoring for evaluated training items,
+deterministic stratified folds, and a refusal to score items with probes that saw them."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from childguard.errors import UserError
+from childguard.evaluation.datasets import EvalDataset, EvalItem
+from childguard.evaluation.probe_training import plan_probes, stratified_folds
+from childguard.models.reference_signals import ReferenceTextEmbedder
+
+
+def _set(name: str, n: int, start: int = 0) -> EvalDataset:
+    # neutral marker words stand in for a category; every fourth item is positive
+    items = tuple(
+        EvalItem(id=f"i{i}", text=(f"zqgrooming note {i}" if i % 4 == 0 else f"weather note {i}"),
+                 labels={"grooming": int(i % 4 == 0)})
+        for i in range(start, start + n)
+    )
+    return EvalDataset(name, items, source="test")
+
+
+def test_stratified_folds_are_balanced_and_deterministic() -> None:
+    keys = [f"k{i}" for i in range(40)]
+    labels = [int(i % 4 == 0) for i in range(40)]
+    folds = stratified_folds(keys, labels, 5)
+    assert folds == stratified_folds(list(reversed(keys)), list(reversed(labels)), 5)
+    assert Counter(folds.values()) == {f: 8 for f in range(5)}
+    pos_per_fold = Counter(folds[k] for k, y in zip(keys, labels, strict=True) if y)
+    assert pos_per_fold == {f: 2 for f in range(5)}
+
+
+def test_evaluated_training_items_are_scored_out_of_fold() -> None:
+    train = _set("own", 40)
+    other = _set("other", 8, start=100)
+    plan = plan_probes(ReferenceTextEmbedder(), [train], [train, other], folds=4)
+    assert plan.folds == 4
+    # items of the other set get the probes trained on everything
+    assert plan.for_item("other", "i100") is plan.final
+    assert plan.final.metrics["grooming"]["n"] == 40
+    # every training item gets its fold's probes, trained on the rows outside its fold
+    sets = [plan.for_item("own:train", it.id) for it in train]
+    fold_size = Counter(id(s) for s in sets)
+    assert len(fold_size) == 4
+    for probes in sets:
+        assert probes is not plan.final
+        assert probes.metrics["grooming"]["n"] == 40 - fold_size[id(probes)]
+    # the fold probes still separate the marker from the rest
+    emb = ReferenceTextEmbedder()
+    x = emb.embed_texts(["zqgrooming note 999", "weather note 999"])
+    p = plan.for_item("own", "i0").predict(x)["grooming"]
+    assert p[0] > p[1]
+
+
+def test_scoring_training_items_without_cross_fitting_is_refused() -> None:
+    train = _set("own", 20)
+    with pytest.raises(UserError, match="cross-fit"):
+        plan_probes(ReferenceTextEmbedder(), [train], [train], folds=0)
+    # evaluating on items the probes never saw needs no folds
+    plan = plan_probes(ReferenceTextEmbedder(), [train], [_set("other", 8, start=100)])
+    assert plan.folds == 0 and not plan.by_item
