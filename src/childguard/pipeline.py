@@ -1193,7 +1193,7 @@ class Pipeline:
             (c for c in categories if c.decision is not Decision.ALLOW),
             key=lambda c: (-DECISION_RANK[c.decision], -c.score),
         )
-        if gated and gate is not None:
+        if gated and gate is not None and not flagged:
             parts.append(f"allowed by the cheap-signal gate: {gate.reason}; judge not called")
         elif flagged:
             parts.append(f"{decision.value}: " + "; ".join(
@@ -1205,6 +1205,10 @@ class Pipeline:
                 f"{decision.value}: no category reached its review threshold"
                 + (f" (highest {top.code} {top.score:.2f}, {top.source})" if top else "")
             )
+        if gated and gate is not None and flagged:
+            # the gate's bar (skip the judge) sits above a category's review threshold: the
+            # probe score alone flags the item, without a judge call
+            parts.append(f"judge not called (cheap-signal gate: {gate.reason})")
         if escalations:
             parts.append("sent to review: " + "; ".join(escalations))
         if judge_out is not None and judge_out.rationale:

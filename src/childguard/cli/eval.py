@@ -233,6 +233,9 @@ def calibrate_cmd(
                                       help="share of violating items the gate sends on"),
     calib_fraction: float = typer.Option(0.5, "--calib-fraction",
                                          help="share of items (without a split) used to fit"),
+    category: list[str] = typer.Option(
+        [], "--category", "-c", help="fit only this category code (repeatable); the others "
+        "keep the policy thresholds. Default: every category"),
     dry_run: bool = typer.Option(False, "--dry-run", help="do not write calibration.yaml"),
     datasets_dir: Path | None = typer.Option(None, "--datasets-dir"),
     quiet: bool = typer.Option(False, "--quiet"),
@@ -272,7 +275,7 @@ def calibrate_cmd(
                                              progress=not quiet))
         source_run, preds = str(result.run_id), result.predictions
     cal = calibrate(preds, base_policy, targets, calib_fraction=calib_fraction,
-                    source_run=source_run)
+                    source_run=source_run, categories=category or None)
     written: Path | None = None
     if not dry_run:
         written = write_calibration(cal, base_policy.path)
@@ -283,6 +286,7 @@ def calibrate_cmd(
         tracking.log_params({"recall_target": recall, "block_fpr_target": block_fpr,
                              "gate_recall_target": gate_recall, "calib_fraction": calib_fraction,
                              "policy_id": base_policy.id, "policy_version": base_policy.version,
+                             "categories": ",".join(category) or "all",
                              "written_to": str(written or "")})
         flat: dict[str, float] = {}
         for code, e in cal.report["categories"].items():

@@ -152,12 +152,20 @@ def calibrate(
     *,
     calib_fraction: float = 0.5,
     source_run: str | None = None,
+    categories: Sequence[str] | None = None,
 ) -> Calibration:
     """Fit thresholds on the calib split of `preds` and report coverage on the holdout split.
 
     `preds` should come from a run without the gate (`--no-gate`), so every item has judged
-    scores; items whose category scores are missing count as score 0.
+    scores; items whose category scores are missing count as score 0. `categories` limits the
+    fit to those codes (the others keep the policy's thresholds): a category with a handful of
+    calib positives cannot certify a target and would otherwise be set to flag everything.
     """
+    if categories is not None:
+        unknown = sorted(set(categories) - set(policy.spec.codes))
+        if unknown:
+            raise UserError(f"unknown category code(s) {unknown}; the policy has "
+                            f"{list(policy.spec.codes)}")
     calib = [p for p in preds if is_calib(p, fraction=calib_fraction)]
     hold = [p for p in preds if not is_calib(p, fraction=calib_fraction)]
     if not calib:
@@ -171,6 +179,10 @@ def calibrate(
         y, s = _labelled(calib, code)
         entry: dict[str, Any] = {"calib_positives": int(y.sum()),
                                  "calib_negatives": int((1 - y).sum())}
+        if categories is not None and code not in categories:
+            entry["note"] = "not selected for calibration: policy thresholds kept"
+            report["categories"][code] = entry
+            continue
         if y.sum() == 0:
             entry["note"] = "no positives in the calib split: policy thresholds kept"
             report["categories"][code] = entry

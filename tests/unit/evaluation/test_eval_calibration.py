@@ -18,6 +18,7 @@ from childguard.evaluation.calibration import (
     upper_threshold,
     write_calibration,
 )
+from childguard.errors import UserError
 from childguard.evaluation.predictions import Prediction
 from childguard.evaluation.synthetic import synthetic_set
 from childguard.policy import load_policy
@@ -86,6 +87,24 @@ def test_category_without_positives_keeps_policy_thresholds() -> None:
     cal = calibrate(_preds(120, 300, 1), policy, Targets(recall=0.9))
     assert set(cal.categories) == {"sexual_minors"}
     assert "no positives" in cal.report["categories"]["grooming"]["note"]
+
+
+def test_calibration_can_be_limited_to_named_categories() -> None:
+    policy = load_policy(POLICY_DIR)
+    preds = [
+        Prediction(id=p.id, dataset=p.dataset, labels={**p.labels, "grooming": p.labels[
+            "sexual_minors"]}, scores={**p.scores, "grooming": p.scores["sexual_minors"]},
+            category_decisions={}, decision="allow", status="ok", judged=True, latency_ms=1.0,
+            split=p.split, gate_score=p.gate_score)
+        for p in _preds(120, 300, 2)
+    ]
+    both = calibrate(preds, policy, Targets(recall=0.9))
+    assert set(both.categories) == {"sexual_minors", "grooming"}
+    only = calibrate(preds, policy, Targets(recall=0.9), categories=["sexual_minors"])
+    assert set(only.categories) == {"sexual_minors"}
+    assert "not selected" in only.report["categories"]["grooming"]["note"]
+    with pytest.raises(UserError, match="unknown category"):
+        calibrate(preds, policy, Targets(recall=0.9), categories=["no_such_code"])
 
 
 def test_file_roundtrip_and_apply(tmp_path: Path) -> None:

@@ -613,3 +613,18 @@ def test_max_combiner_keeps_the_judge_when_it_is_higher(make_pipeline: PipelineF
     cat = next(c for c in v.categories if c.code == "sextortion")
     assert cat.source == "judge" and cat.score == pytest.approx(0.95)
     assert v.decision is Decision.BLOCK
+
+
+def test_gate_above_a_review_threshold_lets_the_probe_flag_without_the_judge(
+        make_pipeline: PipelineFactory, policy):
+    # a gate bar above the review thresholds: the judge is skipped, the probe score decides
+    pol = dataclasses.replace(policy, spec=policy.spec.model_copy(update={
+        "gate": policy.spec.gate.model_copy(update={"allow_below": 1.0})}))
+    p = make_pipeline(policy=pol)
+    v = p.classify(ContentItem(text=f"hey {probe_marker('grooming')}"))
+    assert not v.judged and not p.judge.calls  # type: ignore[union-attr]
+    assert v.decision is Decision.BLOCK
+    assert "judge not called" in v.rationale and "allowed by" not in v.rationale
+    benign = p.classify(ContentItem(text=BENIGN))
+    assert benign.decision is Decision.ALLOW and "allowed by the cheap-signal gate" in \
+        benign.rationale
