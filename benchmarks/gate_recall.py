@@ -8,7 +8,8 @@ both. So the recall lost is exactly the gated, unflagged positives that the judg
 this script judges those few items and prints, per category, recall with the gate (from the
 run) and recall with the gate off (the same plus the judge's catches). Ids and numbers only.
 
-    .venv/bin/python benchmarks/gate_recall.py RUN_ID_OR_NAME [--datasets-dir DIR]
+    .venv/bin/python benchmarks/gate_recall.py RUN_ID_OR_NAME -d xstest \
+        -d 'evaluation_sets/child_safety_v1.jsonl[test]'     # the run's sets, as eval run -d
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("run", help="eval run id or name (made with the gate on)")
+    ap.add_argument("-d", "--dataset", action="append", default=[],
+                    help="the run's evaluation sets, as given to `eval run -d` (repeatable)")
     ap.add_argument("--datasets-dir", type=Path)
     args = ap.parse_args()
 
@@ -39,17 +42,16 @@ def main() -> None:
     run_id, _, params, preds = load_run(client, args.run)
     refs = {p.dataset for p in preds}
     texts: dict[tuple[str, str], Any] = {}
-    for name in params["datasets"].split(","):
-        ref = name.split(":", 1)[0]
-        if ":" in name:
-            ref = f"{ref}[{name.split(':', 1)[1].replace('-', ',')}]"
-        if name not in refs:
-            continue
-        for it in load_dataset(ref, args.datasets_dir):
-            texts[(name, it.id)] = it
+    for ref in args.dataset:
+        ds = load_dataset(ref, args.datasets_dir)
+        if ds.name in refs:
+            texts.update({(ds.name, it.id): it for it in ds})
     # gated (not judged) violating items that the run did not flag
     lost = [p for p in preds if not p.judged and p.status == "ok" and not p.flagged
             and any(v == 1 for v in p.labels.values())]
+    missing = sorted({p.dataset for p in lost if (p.dataset, p.id) not in texts})
+    if missing:
+        ap.error(f"give the run's sets with -d; not loaded: {', '.join(missing)}")
     policy = load_run_policy(settings, params.get("policy_path"), gate=True,
                              calibration=params.get("calibration") == "True")
     thresholds = policy.thresholds()

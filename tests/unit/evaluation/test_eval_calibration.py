@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from childguard.errors import UserError
 from childguard.evaluation.calibration import (
     Targets,
     apply_calibration,
@@ -18,7 +19,6 @@ from childguard.evaluation.calibration import (
     upper_threshold,
     write_calibration,
 )
-from childguard.errors import UserError
 from childguard.evaluation.predictions import Prediction
 from childguard.evaluation.synthetic import synthetic_set
 from childguard.policy import load_policy
