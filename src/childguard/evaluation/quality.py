@@ -81,8 +81,13 @@ def describe_config(row: RunRow) -> str:
               else f"probes {probes.removeprefix('probes:')}")
     if p.get("probe_context_messages"):
         probes += f" (context {p['probe_context_messages']})"
-    # the run applied <policy>/calibration.yaml if there was one
+    # the run applied <policy>/calibration.yaml if there was one; the thresholds it logged say
+    # what was in force (a run with calibration on but no file used the policy's)
     calib = "calibration on" if p.get("calibration") == "True" else "policy thresholds"
+    review, block = (p.get(f"threshold.{SEXUAL_MINORS}.review"),
+                     p.get(f"threshold.{SEXUAL_MINORS}.block"))
+    if review and block:
+        calib += f" ({SEXUAL_MINORS} review {review}, block {block})"
     return f"{judge}; {gate}; {probes}; {calib}"
 
 

@@ -59,7 +59,10 @@ def test_config_cell_says_judge_gate_probes_and_calibration() -> None:
     assert cell == ("llama_cpp qwen-1.5b (single, combine judge_first); gate < 0.05; "
                     "probes minilm@abc; calibration on")
     newer = describe_config(_run("z", FULL, {**PARAMS, "judge_combine": "max",
-                                             "probe_context_messages": "3"}))
+                                             "probe_context_messages": "3",
+                                             "threshold.sexual_minors.review": "0.127",
+                                             "threshold.sexual_minors.block": "0.544"}))
+    assert newer.endswith("calibration on (sexual_minors review 0.127, block 0.544)")
     assert "(single, combine max)" in newer and "probes minilm@abc (context 3)" in newer
     no_judge = describe_config(_run("n", FULL, {**PARAMS, "judge_backend": "none",
                                                 "judge_model": ""}))
