@@ -219,6 +219,10 @@ def main() -> None:
     ap.add_argument("--judge-all", action="store_true",
                     help="disable the gate (a policy copy with gate.enabled=false): every item "
                          "goes to the judge, the baseline the gate is measured against")
+    ap.add_argument("--stage-timeout", type=float,
+                    help="serve.stage_timeout_s for the service and the in-process pipeline: "
+                         "with the judge as the bottleneck, queued judge calls past the default "
+                         "30 s fail closed (review), which measures the queue, not the service")
     ap.add_argument("--no-compare", action="store_true",
                     help="throughput only: skip the one-at-a-time service vs in-process run")
     args = ap.parse_args()
@@ -232,6 +236,8 @@ def main() -> None:
     if os.environ.get("CHILDGUARD_HOME") is None:  # reuse pulled weights from the default home
         env.setdefault("CHILDGUARD_MODELS__CACHE_DIR",
                        str(Path.home() / ".local" / "share" / "childguard" / "models"))
+    if args.stage_timeout:
+        env["CHILDGUARD_SERVE__STAGE_TIMEOUT_S"] = str(args.stage_timeout)
     if args.judge_all:
         env["CHILDGUARD_POLICY"] = str(_policy_without_gate(home))
     proc = None
@@ -262,6 +268,7 @@ def main() -> None:
             "models": args.models, "judge": args.judge, "probes": bool(args.probe_dir),
             "concurrency": args.concurrency, "cpus": os.cpu_count(),
             "load_avg_1m": round(os.getloadavg()[0], 2), "judge_all": args.judge_all,
+            "stage_timeout_s": args.stage_timeout,
         }
         if proc is not None:
             report["service_start_s"] = start_s

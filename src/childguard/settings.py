@@ -60,7 +60,7 @@ class HashingSettings(_Section):
 
 
 class JudgeSettings(_Section):
-    backend: Literal["llama_cpp", "openai", "vllm", "reference"] = "llama_cpp"
+    backend: Literal["llama_cpp", "llm_probe", "openai", "vllm", "reference"] = "llama_cpp"
     model: str = "qwen2.5-coder-1.5b-instruct-q4_k_m"
     url: str | None = Field(default=None, description="OpenAI-compatible base URL (…/v1)")
     api_key: str | None = None
@@ -68,6 +68,11 @@ class JudgeSettings(_Section):
     n_ctx: int = Field(default=4096, gt=0)
     timeout_s: float = Field(default=30.0, gt=0)
     prefix_cache: bool = True
+    feature_cache_dir: Path | None = Field(
+        default=None,
+        description="llm_probe: keep the judge model's hidden states on disk here (vectors "
+        "keyed by text hash, never text), so training and evaluation read each item once",
+    )
 
 
 class ModelSettings(_Section):

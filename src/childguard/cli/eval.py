@@ -338,6 +338,10 @@ def train_probes_cmd(
     no_save: bool = typer.Option(False, "--no-save",
                                  help="do not write into settings.probes_dir"),
     folds: int = typer.Option(5, "--folds"),
+    judge_features: bool = typer.Option(
+        False, "--judge-features",
+        help="train the probe judge's probes (judge backend llm_probe) on the judge model's "
+             "hidden state instead of the text embedder's"),
     datasets_dir: Path | None = typer.Option(None, "--datasets-dir"),
     quiet: bool = typer.Option(False, "--quiet"),
     json_out: bool = typer.Option(False, "--json"),
@@ -346,13 +350,18 @@ def train_probes_cmd(
     from childguard.evaluation.probe_training import train_from_datasets
 
     settings = get_settings(ctx)
+    embedder = None
+    if judge_features:
+        from childguard.models.judge_probe import judge_features_embedder, with_feature_cache
+
+        embedder = judge_features_embedder(with_feature_cache(settings))
     sets = _datasets(dataset, datasets_dir) if dataset else []
     if reviews:
         sets.append(_review_set(settings, texts))
     if not sets:
         raise UserError("give at least one --dataset or --reviews")
-    tr = train_from_datasets(settings, sets, save=not no_save, alias=alias, folds=folds,
-                             progress=not quiet)
+    tr = train_from_datasets(settings, sets, embedder=embedder, save=not no_save, alias=alias,
+                             folds=folds, progress=not quiet)
     out = {"run_id": tr.run_id, "version": tr.probes.version,
            "saved_to": str(tr.saved_to) if tr.saved_to else None,
            "categories": list(tr.probes.categories), "skipped": tr.probes.skipped,

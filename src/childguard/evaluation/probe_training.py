@@ -62,8 +62,14 @@ def training_rows(datasets: Sequence[EvalDataset]) -> tuple[list[str], list[str]
     return ids, texts, labels
 
 
+def probe_C(embedder: Any) -> float:
+    """The probes' inverse regularisation for `embedder`'s features: its `probe_C` attribute,
+    else 4.0 (tuned on all-MiniLM-L6-v2; an LLM hidden state has another scale)."""
+    return float(getattr(embedder, "probe_C", 4.0))
+
+
 def fit_probes(X: np.ndarray, labels: dict[str, dict[int, int]], *, embedder: str,
-               folds: int = 5, seed: int = 0) -> Any:
+               folds: int = 5, seed: int = 0, C: float = 4.0) -> Any:
     """One `train_probes` call per category on its labelled rows, merged into one ProbeSet."""
     from childguard.models.probes import ProbeSet, train_probes
 
@@ -74,7 +80,8 @@ def fit_probes(X: np.ndarray, labels: dict[str, dict[int, int]], *, embedder: st
         rows = np.array(sorted(labels[code]), dtype=int)
         y = np.array([labels[code][r] for r in rows], dtype=int)
         try:
-            ps = train_probes(X[rows], {code: y}, embedder=embedder, folds=folds, seed=seed)
+            ps = train_probes(X[rows], {code: y}, embedder=embedder, folds=folds, seed=seed,
+                              C=C)
         except UserError as exc:
             skipped[code] = str(exc)
             continue
@@ -110,7 +117,8 @@ def train_from_datasets(
         raise UserError("no items with text in the given datasets; nothing to train on")
     normalized = [normalize_text(t) for t in texts]
     X = _embed(embedder, normalized, progress=progress)
-    probes = fit_probes(X, labels, embedder=embedder.model_version, folds=folds)
+    probes = fit_probes(X, labels, embedder=embedder.model_version, folds=folds,
+                        C=probe_C(embedder))
     flat = {f"{code}.{k}": float(v) for code, m in probes.metrics.items() for k, v in m.items()}
     saved = probes.save(settings.probes_dir) if save else None
     run_id = None
@@ -293,7 +301,8 @@ def plan_probes(embedder: Any, train: Sequence[EvalDataset], evaluated: Sequence
             "(K >= 2) to score them out of fold, or evaluate on another split")
     X = _embed(embedder, [normalize_text(t) for t in texts], progress=progress)
     version = embedder.model_version
-    final = fit_probes(X, labels, embedder=version)
+    C = probe_C(embedder)
+    final = fit_probes(X, labels, embedder=version, C=C)
     by_item: dict[tuple[str, str], Any] = {}
     if overlap:
         ov_keys = [f"{keys[i][0]}/{keys[i][1]}" for i in overlap]
@@ -305,7 +314,7 @@ def plan_probes(embedder: Any, train: Sequence[EvalDataset], evaluated: Sequence
             index = {r: j for j, r in enumerate(keep)}
             sub = {code: {index[r]: y for r, y in rows.items() if r in index}
                    for code, rows in labels.items()}
-            probes = fit_probes(X[keep], sub, embedder=version)
+            probes = fit_probes(X[keep], sub, embedder=version, C=C)
             for r, fr in row_fold.items():
                 if fr == f:
                     by_item[keys[r]] = probes

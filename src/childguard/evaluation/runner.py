@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from childguard.evaluation.predictions import (
 )
 from childguard.policy import Policy, load_policy, resolve_policy_path
 from childguard.schema import ContentItem, Decision, Status, Verdict
-from childguard.settings import Settings
+from childguard.settings import JudgeSettings, Settings
 
 ANY = "any"
 #: `--judge none`: the cascade without its LLM stage (hashes, probes, gate, decide), the
@@ -91,7 +91,7 @@ def settings_for(settings: Settings, judge: str | None) -> Settings:
     if not judge or judge == NO_JUDGE:
         return settings
     backend, _, model = judge.partition(":")
-    allowed = ("llama_cpp", "openai", "vllm", "reference")
+    allowed = get_args(JudgeSettings.model_fields["backend"].annotation)
     if backend not in allowed:
         raise UserError(f"--judge {judge!r}: backend must be one of {', '.join(allowed)} "
                         "(optionally backend:model)")
@@ -123,7 +123,8 @@ class _TextOnlyHashes:
         raise RuntimeError("evaluation sets are text-only; no hash banks are loaded")
 
 
-def build_text_pipeline(settings: Settings, policy: Policy, *, judge: bool = True) -> Any:
+def build_text_pipeline(settings: Settings, policy: Policy, *, judge: bool = True,
+                        judge_model: Any = None) -> Any:
     """`Pipeline.from_settings` for text-only evaluation sets.
 
     Every text stage (normalise, embed, probes, gate, judge, decide) is built exactly as the
@@ -135,17 +136,19 @@ def build_text_pipeline(settings: Settings, policy: Policy, *, judge: bool = Tru
     text_only = settings.model_copy(update={"models": settings.models.model_copy(
         update={"image_safety": False, "ocr": False})})
     return Pipeline.from_settings(text_only, policy=policy, hashes=_TextOnlyHashes(),
-                                  with_judge=judge)
+                                  with_judge=judge, judge=judge_model if judge else None)
 
 
 # -- predicting -----------------------------------------------------------------------------------
 
 
 def predict(pipeline: Classifier, datasets: Sequence[EvalDataset], *,
-            progress: bool = True, probe_plan: Any = None) -> list[Prediction]:
+            progress: bool = True, probe_plan: Any = None,
+            judge_plan: Any = None) -> list[Prediction]:
     """Classify every item with text; rows carry ids, labels, scores and decisions only.
     With a `probe_plan` (probes trained in the run) each item is scored by the probe set the
-    plan names for it (out of fold for training items)."""
+    plan names for it (out of fold for training items); `judge_plan` does the same for the
+    probe judge's probes (judge backend llm_probe)."""
     from tqdm import tqdm
 
     total = sum(len(ds) for ds in datasets)
@@ -162,6 +165,9 @@ def predict(pipeline: Classifier, datasets: Sequence[EvalDataset], *,
                 if probe_plan is not None:
                     pipeline.use_probes(  # type: ignore[attr-defined]
                         probe_plan.for_item(ds.name, it.id))
+                if judge_plan is not None:
+                    pipeline.judge.use_probes(  # type: ignore[attr-defined]
+                        judge_plan.for_item(ds.name, it.id))
                 t0 = time.perf_counter()
                 try:
                     verdict = pipeline.classify(item)
@@ -307,9 +313,19 @@ def evaluate(
         policy = dataclasses.replace(policy, spec=spec)
     datasets = [ds.limit(options.limit) for ds in datasets]
     own_pipeline = pipeline is None
+    with_judge = options.judge != NO_JUDGE
+    probe_judge = with_judge and eff.judge.backend == "llm_probe"
+    if probe_judge:
+        from childguard.models.judge_probe import ProbeJudge, with_feature_cache
+
+        eff = with_feature_cache(eff)
     if pipeline is None:
-        pipeline = build_text_pipeline(eff, policy, judge=options.judge != NO_JUDGE)
-    plan = None
+        judge_model = None
+        if probe_judge and options.probe_train:  # its probes are trained below, in the run
+            judge_model = ProbeJudge.untrained(eff, policy)
+        pipeline = build_text_pipeline(eff, policy, judge=with_judge, judge_model=judge_model)
+    plan = judge_plan = None
+    probe_judge_model: Any = None
     if options.probe_train:
         from childguard.evaluation.probe_training import plan_probes
 
@@ -319,6 +335,12 @@ def evaluate(
         plan = plan_probes(embedder, options.probe_train, datasets, folds=options.cross_fit,
                            progress=options.progress)
         pipeline.use_probes(plan.final)  # type: ignore[union-attr]
+        probe_judge_model = getattr(pipeline, "judge", None)
+        if probe_judge_model is not None and hasattr(probe_judge_model, "use_probes"):
+            # the probe judge's probes: same rows, same folds, the judge model's features
+            judge_plan = plan_probes(probe_judge_model.embedder, options.probe_train, datasets,
+                                     folds=options.cross_fit, progress=options.progress)
+            probe_judge_model.use_probes(judge_plan.final)
     params = run_params(policy, options, datasets, eff)
     if plan is not None:
         params["probes_trained_in_run"] = plan.description
@@ -329,10 +351,14 @@ def evaluate(
     if plan is not None:
         model_versions["probes"] = (plan.final.model_version
                                     + (f" (+{plan.folds} out-of-fold sets)" if plan.folds else ""))
+    if judge_plan is not None:
+        model_versions["judge"] = (
+            f"{probe_judge_model.model_version}"
+            + (f" (+{judge_plan.folds} out-of-fold sets)" if judge_plan.folds else ""))
     try:
         if not log:
             preds = predict(pipeline, datasets, progress=options.progress,
-                            probe_plan=plan)
+                            probe_plan=plan, judge_plan=judge_plan)
             return EvalResult(None, compute_metrics(preds, policy.spec.codes,
                                                     fpr_targets=options.fpr_targets),
                               preds, params, policy)
@@ -354,7 +380,7 @@ def evaluate(
             except Exception as exc:  # the registry is a convenience, not the run
                 mlflow.set_tag("policy_prompt_error", f"{type(exc).__name__}: {exc}"[:500])
             preds = predict(pipeline, datasets, progress=options.progress,
-                            probe_plan=plan)
+                            probe_plan=plan, judge_plan=judge_plan)
             metrics = compute_metrics(preds, policy.spec.codes, fpr_targets=options.fpr_targets)
             tracking.log_metrics(metrics)
             log_artifacts(preds, policy.spec.codes, metrics)

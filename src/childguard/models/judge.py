@@ -346,7 +346,8 @@ def value_offset(content: str, key: str) -> int | None:
 
 
 def build_judge(settings: Settings, policy: Policy) -> Judge:
-    """The judge selected by `settings.judge.backend` (llama_cpp | openai | vllm | reference)."""
+    """The judge selected by `settings.judge.backend` (llama_cpp | llm_probe | openai | vllm |
+    reference)."""
     backend = settings.judge.backend
     if backend == "reference":
         from childguard.models.reference import ReferenceJudge
@@ -356,6 +357,10 @@ def build_judge(settings: Settings, policy: Policy) -> Judge:
         from childguard.models.judge_llamacpp import LlamaCppJudge
 
         return LlamaCppJudge.from_settings(settings, policy)
+    if backend == "llm_probe":
+        from childguard.models.judge_probe import ProbeJudge
+
+        return ProbeJudge.from_settings(settings, policy)
     if backend == "openai":
         from childguard.models.judge_openai import OpenAICompatibleJudge
 
@@ -365,7 +370,7 @@ def build_judge(settings: Settings, policy: Policy) -> Judge:
 
         return VllmJudge.from_settings(settings, policy)
     raise ModelUnavailable(  # pragma: no cover - settings validation forbids this
-        f"judge backend {backend!r} unknown; allowed: llama_cpp, openai, vllm, reference"
+        f"judge backend {backend!r} unknown; allowed: llama_cpp, llm_probe, openai, vllm, reference"
     )
 
 

@@ -79,6 +79,7 @@ _M = "childguard.models"
 REGISTRY: tuple[Implementation, ...] = (
     # judges (the judge engineer's modules; judges read text, OCR text and "has image")
     Implementation(Role.JUDGE, "llama_cpp", f"{_M}.judge_llamacpp:LlamaCppJudge", _TI),
+    Implementation(Role.JUDGE, "llm_probe", f"{_M}.judge_probe:ProbeJudge", _TI),
     Implementation(Role.JUDGE, "openai", f"{_M}.judge_openai:OpenAICompatibleJudge", _TI),
     Implementation(Role.JUDGE, "vllm", f"{_M}.judge_vllm:VllmJudge", _TI, optional=True),
     Implementation(Role.JUDGE, "reference", f"{_M}.reference:ReferenceJudge", _TI, reference=True),

@@ -545,7 +545,10 @@ class RayBackend:
         gate: GateResult | None = None
         judge: JudgeResult | None = None
         if hashes.status is not Status.ERROR and hashes.decisive is None:
-            got = await self._call(SignalResult, item, h["embedder"].signals.remote(item))
+            # the signals and the judge read the decoded image (or that there is one), never
+            # its bytes: do not ship both
+            got = await self._call(SignalResult, item, h["embedder"].signals.remote(
+                dataclasses.replace(item, image_bytes=None)))
             if isinstance(got, SignalResult):  # the call itself failed
                 signals = got
             else:
@@ -556,7 +559,8 @@ class RayBackend:
                 timings["gate"] = gate.elapsed_ms
                 if gate.ok and not gate.allowed:
                     judge = await self._call(
-                        JudgeResult, item, h["judge"].judge.remote((item, signals))
+                        JudgeResult, item, h["judge"].judge.remote(
+                            (dataclasses.replace(item, image_bytes=None), signals))
                     )
                     timings["judge"] = judge.elapsed_ms
         return self.pipeline.decide(item, hashes=hashes, signals=signals, gate=gate,

@@ -1,7 +1,8 @@
 """The judge contract: every implementation passes the same suite.
 
-reference (deterministic rules), llama.cpp in process (0.5B wiring model, for speed) and the
-OpenAI-compatible client against a real `llama_cpp.server` started on 127.0.0.1. The 0.5B model
+reference (deterministic rules), llama.cpp in process (0.5B wiring model, for speed), the probe
+judge (random-weight probes on the 0.5B model's hidden state) and the OpenAI-compatible client
+against a real `llama_cpp.server` started on 127.0.0.1. The 0.5B model
 gives poor labels, so these tests check the contract (shape, determinism, fail-closed errors,
 prefix cache, constrained answers), not label quality; quality is measured by
 benchmarks/judge_labels.py with the 1.5B judge.
@@ -19,6 +20,7 @@ from childguard.models import weights
 from childguard.models.base import Judge, JudgeInput, JudgeOutput
 from childguard.models.judge_llamacpp import LlamaCppJudge
 from childguard.models.judge_openai import OpenAICompatibleJudge
+from childguard.models.judge_probe import ProbeJudge
 from childguard.models.reference import ReferenceJudge
 from childguard.policy import JudgeConfig, Policy
 from childguard.schema import Message, Status
@@ -52,17 +54,38 @@ def openai_judge(llama_server: str, judge_policy: Policy) -> Iterator[OpenAIComp
     j.close()
 
 
+@pytest.fixture(scope="module")
+def probe_judge(judge_gguf: Callable[[str], Path], judge_policy: Policy) -> Iterator[ProbeJudge]:
+    import numpy as np
+
+    from childguard.models.hidden_state import LlamaHiddenEmbedder
+    from childguard.models.probes import CategoryProbe, ProbeSet
+
+    emb = LlamaHiddenEmbedder(judge_gguf(weights.WIRING_0_5B), model_name=weights.WIRING_0_5B,
+                              checksum=weights.spec(weights.WIRING_0_5B).sha256)
+    rng = np.random.default_rng(3)
+    probes = ProbeSet(embedder=emb.model_version, dim=emb.dim, probes={
+        c: CategoryProbe(weights=rng.normal(size=(1, emb.dim)), bias=np.zeros(1),
+                         platt_a=np.full(1, -1.0), platt_b=np.zeros(1))
+        for c in judge_policy.spec.codes})
+    j = ProbeJudge(judge_policy, emb, probes)
+    yield j
+    j.close()
+
+
 @pytest.fixture(
     params=[
         "reference",
         pytest.param("llama_cpp", marks=pytest.mark.models),
+        pytest.param("llm_probe", marks=pytest.mark.models),
         pytest.param("openai", marks=[pytest.mark.models, pytest.mark.integration]),
     ]
 )
 def judge(request: pytest.FixtureRequest, judge_policy: Policy) -> Judge:
     if request.param == "reference":
         return ReferenceJudge(judge_policy)
-    fixture = {"llama_cpp": "llama_judge", "openai": "openai_judge"}[request.param]
+    fixture = {"llama_cpp": "llama_judge", "openai": "openai_judge",
+               "llm_probe": "probe_judge"}[request.param]
     j: Judge = request.getfixturevalue(fixture)
     return j
 
@@ -109,6 +132,8 @@ def test_contract_batch_keeps_order_and_fails_closed(judge: Judge) -> None:
     assert len(outs) == 2
     if isinstance(judge, ReferenceJudge):
         assert outs[0].status == Status.OK
+    elif isinstance(judge, ProbeJudge):  # reads a bounded window, like the probes, and says so
+        assert outs[0].status == Status.OK and "first" in outs[0].rationale
     else:
         assert outs[0].status == Status.ERROR and outs[0].error
         assert outs[0].violation == 0.0 and outs[0].category is None
