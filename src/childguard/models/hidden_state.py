@@ -4,8 +4,8 @@ Why: a sentence embedding (all-MiniLM-L6-v2) encodes what a text is *about*; whe
 sexualises or grooms a child is often in how it addresses someone, which a 22M-parameter
 sentence model blurs (DESIGN.md section 8: the MiniLM probe misses grooming and sextortion). An
 instruction-tuned LLM that has just read "does this message sexualise, groom or exploit a
-minor?" followed by the message holds, in the hidden state of its last prompt token, the
-evidence it would answer from. A linear probe on that vector is a judge that costs one prompt
+minor?" followed by the message should hold, in the hidden state of its last prompt token,
+the evidence it would answer from. A linear probe on that vector is a judge that costs one prompt
 pass and no generation, is trained on our labels, and gives a calibrated score instead of a
 yes/no token (issue 8; `judge_probe.py` has what it measured).
 
