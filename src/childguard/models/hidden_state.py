@@ -147,10 +147,11 @@ class LlamaHiddenEmbedder(TextEmbedder):
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        cache = self._cache
+        keys = [self._key(t) for t in texts] if cache else []  # no hashing without a cache
         todo: list[int] = []
-        keys = [self._key(t) for t in texts]
-        for i, key in enumerate(keys):
-            hit = self._cache.get(key) if self._cache else None
+        for i in range(len(texts)):
+            hit = cache.get(keys[i]) if cache else None
             if hit is None:
                 todo.append(i)
             else:
@@ -160,8 +161,8 @@ class LlamaHiddenEmbedder(TextEmbedder):
                 vecs = self._decode([self._item_tokens(texts[i]) for i in todo])
             for i, v in zip(todo, vecs, strict=True):
                 out[i] = v
-                if self._cache:
-                    self._cache.put(keys[i], v)
+                if cache:
+                    cache.put(keys[i], v)
         return out
 
     def _key(self, text: str) -> str:

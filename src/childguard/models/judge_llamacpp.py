@@ -103,11 +103,8 @@ class LlamaCppJudge(Judge):
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_settings(cls, settings: Settings, policy: Policy) -> LlamaCppJudge:
-        ref = settings.judge.model
-        path = Path(ref)
-        if not (path.suffix == ".gguf" and path.is_file()):
-            path = weights.model_path(settings, ref)
-        return cls(path, policy, model_name=ref if not ref.endswith(".gguf") else path.stem,
+        path, name = weights.gguf_ref(settings, settings.judge.model)
+        return cls(path, policy, model_name=name,
                    n_threads=settings.judge.threads, n_ctx=settings.judge.n_ctx,
                    prefix_cache=settings.judge.prefix_cache)
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,13 +68,10 @@ def judge_features_embedder(settings: Settings) -> TextEmbedder:
     from childguard.models import weights
     from childguard.models.hidden_state import LlamaHiddenEmbedder
 
-    ref = settings.judge.model
-    path = Path(ref)
-    if path.suffix == ".gguf" and path.is_file():
-        name, checksum = path.stem, weights.sha256_file(path)
-    else:
-        path = weights.model_path(settings, ref)
-        name, checksum = ref, weights.spec(ref).sha256 or weights.sha256_file(path)
+    path, name = weights.gguf_ref(settings, settings.judge.model)
+    # a packaged model's checksum is pinned (and verified by gguf_ref); a local file is hashed
+    pinned = weights.spec(name).sha256 if name == settings.judge.model else ""
+    checksum = pinned or weights.sha256_file(path)
     return LlamaHiddenEmbedder(
         path, model_name=name, checksum=checksum, n_threads=settings.judge.threads,
         cache_dir=settings.judge.feature_cache_dir,

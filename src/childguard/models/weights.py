@@ -334,3 +334,12 @@ def model_path(settings: Settings, name: str) -> Path:
     if not st.ready or st.path is None:
         raise ModelUnavailable(f"model {name} is not ready: {st.note}")
     return Path(st.path)
+
+
+def gguf_ref(settings: Settings, ref: str) -> tuple[Path, str]:
+    """(path, name) of a llama.cpp model reference: a local `.gguf` file, named by its stem,
+    or the name of a packaged model, verified (ModelUnavailable if it is not pulled)."""
+    path = Path(ref)
+    if path.suffix == ".gguf" and path.is_file():
+        return path, path.stem
+    return model_path(settings, ref), ref
