@@ -173,44 +173,86 @@ def compare_cmd(
 def table_cmd(
     ctx: typer.Context,
     runs: list[str] = typer.Argument(None, help="run ids or names, in table order (default: "
-                                                "every finished eval run, oldest first)"),
+                                                "every finished eval run, oldest first, then "
+                                                "the records' other runs)"),
     out: Path | None = typer.Option(None, "--out", "-o",
                                     help="write a Markdown document (e.g. docs/quality.md)"),
+    records: Path | None = typer.Option(
+        None, "--records", help="run records file (e.g. docs/quality_runs.jsonl): runs read "
+        "from MLflow are copied into it, runs MLflow does not have are taken from it"),
 ) -> None:
     """The quality table (docs/quality.md) from logged eval runs: nothing typed by hand."""
+    from childguard.errors import NotFound
     from childguard.evaluation import tracking
-    from childguard.evaluation.quality import RunRow, quality_table
+    from childguard.evaluation.quality import (
+        RunRow,
+        find_record,
+        quality_table,
+        read_records,
+        write_records,
+    )
+
+    def row(r: Any) -> RunRow:
+        return RunRow(run_id=r.info.run_id, name=r.info.run_name or r.info.run_id,
+                      params=dict(r.data.params), metrics=dict(r.data.metrics))
 
     settings = get_settings(ctx)
     client = tracking.configure(settings)
+    try:
+        kept = read_records(records) if records is not None else []
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    rows: list[RunRow] = []
+    from_store: list[RunRow] = []
     if runs:
-        found = [tracking.resolve_run(client, r) for r in runs]
+        for ref in runs:
+            try:
+                rows.append(row(tracking.resolve_run(client, ref)))
+                from_store.append(rows[-1])
+            except NotFound:
+                rec = find_record(kept, ref)
+                if rec is None:
+                    raise NotFound(f"no run {ref!r} in the MLflow store at "
+                                   f"{settings.mlflow_uri}"
+                                   + (f" nor in the records {records}" if records else "")
+                                   ) from None
+                rows.append(rec)
     else:
         exp = client.get_experiment_by_name(tracking.EXPERIMENT_EVAL)
-        found = [] if exp is None else client.search_runs(
+        from_store = [] if exp is None else [row(r) for r in client.search_runs(
             [exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time ASC"], max_results=200)
-    if not found:
+            order_by=["attributes.start_time ASC"], max_results=200)]
+        ids = {r.run_id for r in from_store}
+        rows = from_store + [r for r in kept if r.run_id not in ids]
+    if not rows:
         raise UserError(f"no finished runs in MLflow experiment {tracking.EXPERIMENT_EVAL!r} "
-                        f"at {settings.mlflow_uri}; run `childguard eval run` first")
-    rows = [RunRow(run_id=r.info.run_id, name=r.info.run_name or r.info.run_id,
-                   params=dict(r.data.params), metrics=dict(r.data.metrics)) for r in found]
+                        f"at {settings.mlflow_uri}"
+                        + (f" nor in the records {records}" if records else "")
+                        + "; run `childguard eval run` first")
+    if records is not None and from_store:
+        write_records(records, kept, from_store)
     table = quality_table(rows)
     if out is None:
         typer.echo(table, nl=False)
         return
-    cmd = "childguard eval table " + " ".join(r.info.run_id for r in found) + f" -o {out}"
+    cmd = "childguard eval table " + " ".join(r.run_id for r in rows)
+    cmd += (f" --records {records}" if records else "") + f" -o {out}"
+    source = (f"(runs from the MLflow store, or from the records in `{records}`, which keep "
+              "the params and metrics of runs logged on other machines)" if records else
+              "(from the MLflow store the runs were logged to)")
     out.write_text(
         "# Classification quality on CPU\n\n"
         "Generated from MLflow evaluation runs; do not edit by hand. Regenerate with\n"
-        f"`{cmd}`\n(from the MLflow store the runs were logged to).\n\n"
+        f"`{cmd}`\n{source}.\n\n"
         "Recall = share of violating items flagged (review or block) at the run's thresholds; "
         "FPR = share of non-violating items flagged. OAI = OpenAI moderation dev half "
         "(the split named in the run), own = evaluation_sets/child_safety_v1.jsonl; "
         "'own violating recall / benign blocked' = share of the set's violating items flagged "
         "for any category / share of its benign look-alikes blocked.\n\n"
         + table, encoding="utf-8")
-    typer.echo(f"wrote {out} ({len(rows)} runs)")
+    typer.echo(f"wrote {out} ({len(rows)} runs"
+               + (f"; {len(from_store)} recorded in {records}" if records and from_store
+                  else "") + ")")
 
 
 @app.command("calibrate")

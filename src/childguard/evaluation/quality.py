@@ -11,13 +11,23 @@ OpenAI moderation set, false positive rate on XSTest's safe prompts, recall and 
 rate per category on our own set, review rate, judge call rate and p50 latency. "Recall" is the
 share of violating items flagged (review or block) at the run's thresholds, which are the
 calibrated ones when the policy has a calibration file.
+
+Why a records file (`docs/quality_runs.jsonl`): an MLflow store lives on one machine, and a new
+machine starts with an empty one, so a table built only from the store loses every
+configuration measured before. `eval table --records FILE` copies the params and metrics of
+each run it reads from the store into the file (one JSON line per run, replaced by run id) and
+takes runs the store does not have from it, so the table in the repository keeps accumulating
+configurations across machines and stays regenerable by one command. The file holds params and
+metrics only: ids, names and numbers, never item text.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 SEXUAL_MINORS = "sexual_minors"
 
@@ -35,6 +45,63 @@ class RunRow:
     name: str
     params: Mapping[str, str]
     metrics: Mapping[str, float]
+
+    def to_json(self) -> dict[str, object]:
+        # non-finite metrics (an undefined FPR) are not JSON: the table reads a missing key as n/a
+        return {"run_id": self.run_id, "name": self.name,
+                "params": dict(sorted(self.params.items())),
+                "metrics": {k: float(v) for k, v in sorted(self.metrics.items())
+                            if math.isfinite(float(v))}}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, object]) -> RunRow:
+        params, metrics = d.get("params", {}), d.get("metrics", {})
+        if not (isinstance(d.get("run_id"), str) and isinstance(params, dict)
+                and isinstance(metrics, dict)):
+            raise ValueError("a run record needs run_id (string), params and metrics (objects)")
+        return cls(run_id=str(d["run_id"]), name=str(d.get("name") or d["run_id"]),
+                   params={str(k): str(v) for k, v in params.items()},
+                   metrics={str(k): float(v) for k, v in metrics.items()})
+
+
+def read_records(path: Path) -> list[RunRow]:
+    """The run records of `path` in file order ([] when the file does not exist)."""
+    if not path.exists():
+        return []
+    rows: list[RunRow] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(RunRow.from_json(json.loads(line)))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}:{n}: not a run record ({exc})") from exc
+    return rows
+
+
+def find_record(records: Sequence[RunRow], ref: str) -> RunRow | None:
+    """A record by run id, unique id prefix (8+ characters) or run name (the last one)."""
+    for r in records:
+        if r.run_id == ref:
+            return r
+    if len(ref) >= 8:
+        hits = [r for r in records if r.run_id.startswith(ref)]
+        if len(hits) == 1:
+            return hits[0]
+    named = [r for r in records if r.name == ref]
+    return named[-1] if named else None
+
+
+def write_records(path: Path, records: Sequence[RunRow], new: Sequence[RunRow]) -> list[RunRow]:
+    """`records` with each of `new` replacing the record of the same run id (or appended),
+    written to `path` one sorted-key JSON line per run; returns what was written."""
+    by_id = {r.run_id: r for r in new}
+    merged = [by_id.pop(r.run_id, r) for r in records]
+    merged += list(by_id.values())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in merged),
+                    encoding="utf-8")
+    return merged
 
 
 def dataset_prefix(metrics: Mapping[str, float], family: str) -> str | None:

@@ -257,3 +257,32 @@ def test_quality_table_from_logged_runs(world: dict[str, Any], eval_settings: Se
     assert "synthetic item" not in doc
     with pytest.raises(NotFound, match="no-such-run"):  # the CLI maps it to exit code 2
         _cli(eval_settings, "eval", "table", "no-such-run")
+
+
+def test_quality_table_keeps_runs_of_other_machines_in_records(
+        world: dict[str, Any], eval_settings: Settings, eval_home: Path) -> None:
+    from childguard.evaluation.quality import read_records
+
+    ids = [world["runs"][k].run_id for k in ("A", "B")]
+    records = eval_home / "quality_runs.jsonl"
+    # a run logged to another machine's store, known here only by its record
+    other = {"run_id": "f" * 32, "name": "elsewhere", "params": {"judge_backend": "none"},
+             "metrics": {"xstest.items": 250.0, "xstest.any.fpr": 0.5}}
+    records.write_text(json.dumps(other) + "\n")
+    out_file = eval_home / "quality_records.md"
+    r = _cli(eval_settings, "eval", "table", "ffffffff", "run-A", ids[1],
+             "--records", str(records), "-o", str(out_file))
+    assert r.exit_code == 0, r.output
+    doc = out_file.read_text()
+    rows = [line for line in doc.splitlines() if line.startswith("| ")][1:]  # after the header row
+    assert [row.split("`")[1] for row in rows] == ["ffffffff", *(i[:8] for i in ids)]
+    assert "| 0.500 |" in rows[0]  # the record's XSTest FPR
+    assert f"--records {records}" in doc  # the regenerate command reads the same file
+    # the store's runs were copied in with their logged metrics, after the older record
+    kept = read_records(records)
+    assert [k.run_id for k in kept] == ["f" * 32, *ids]
+    logged = tracking.configure(eval_settings).get_run(ids[0]).data.metrics
+    assert dict(kept[1].metrics) == {k: v for k, v in logged.items() if v == v}  # NaN left out
+    # an unknown reference names both places it looked
+    with pytest.raises(NotFound, match="nor in the records"):
+        _cli(eval_settings, "eval", "table", "no-such-run", "--records", str(records))

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from childguard.evaluation.quality import RunRow, dataset_prefix, describe_config, quality_table
+from pathlib import Path
+
+import pytest
+
+from childguard.evaluation.quality import (
+    RunRow,
+    dataset_prefix,
+    describe_config,
+    find_record,
+    quality_table,
+    read_records,
+    write_records,
+)
 
 PARAMS = {"judge_backend": "llama_cpp", "judge_model": "qwen-1.5b", "judge_mode": "single",
           "gate": "True", "gate_allow_below": "0.05", "model.probes": "probes:minilm@abc",
@@ -70,3 +82,38 @@ def test_config_cell_says_judge_gate_probes_and_calibration() -> None:
     off = describe_config(_run("y", FULL, {**PARAMS, "gate": "False", "model.probes":
                                            "unavailable", "calibration": "False"}))
     assert off.endswith("no gate; no probes; policy thresholds")
+
+
+def test_records_round_trip_replace_by_id_and_drop_non_finite(tmp_path: Path) -> None:
+    path = tmp_path / "docs" / "runs.jsonl"
+    assert read_records(path) == []
+    a, b = _run("aaaaaaaa1111", FULL), _run("bbbbbbbb2222", {"xstest.any.fpr": float("nan"),
+                                                            "xstest.items": 3.0})
+    write_records(path, [], [a, b])
+    back = read_records(path)
+    assert [r.run_id for r in back] == [a.run_id, b.run_id]
+    assert back[0] == a  # params and metrics survive exactly
+    assert "xstest.any.fpr" not in back[1].metrics  # NaN is not JSON: read back as n/a
+    assert quality_table([back[1]]).count("n/a") == quality_table([b]).count("n/a")
+    # a run measured again replaces its record in place; a new run is appended
+    a2 = RunRow(run_id=a.run_id, name="renamed", params=a.params, metrics={"review_rate": 0.5})
+    c = _run("cccccccc3333", FULL)
+    merged = write_records(path, back, [c, a2])
+    assert [r.run_id for r in merged] == [a.run_id, b.run_id, c.run_id]
+    assert read_records(path)[0].name == "renamed"
+
+
+def test_find_record_by_id_prefix_and_name(tmp_path: Path) -> None:
+    recs = [_run("aaaaaaaa1111", FULL), _run("aaaaaaab2222", FULL), _run("cccccccc3333", FULL)]
+    assert find_record(recs, "cccccccc3333") is recs[2]
+    assert find_record(recs, "cccccccc") is recs[2]
+    assert find_record(recs, "aaaaaaa") is None  # too short and ambiguous
+    assert find_record(recs, "name-aaaaaaab2222") is recs[1]
+    assert find_record(recs, "nothing") is None
+
+
+def test_bad_record_line_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    path.write_text('{"run_id": "x", "params": {}, "metrics": {}}\n{"params": 1}\n')
+    with pytest.raises(ValueError, match=r"runs.jsonl:2: not a run record"):
+        read_records(path)
