@@ -11,7 +11,18 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q -U pip setuptools wheel
 echo "== installing childguard (first time: torch from disk, llama-cpp-python builds ~8 min)"
+# llama-cpp-python builds llama.cpp from source. Its default (GGML_NATIVE) compiles for this
+# CPU, including Intel AMX where the CPU reports it; under this VM the AMX kernels die with a
+# general protection fault on the first decode (seen on a Sapphire Rapids host, 2026-12-04).
+# Build a portable AVX2 library instead; an existing AMX build is rebuilt below.
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+export CMAKE_ARGS="${CMAKE_ARGS:-$LLAMA_CMAKE_ARGS}"
 "$VENV/bin/python" -m pip install -q -e '.[dev,weights]'
+if "$VENV/bin/python" -c "import llama_cpp, sys; sys.exit('AMX_INT8 = 1' not in llama_cpp.llama_print_system_info().decode())"; then
+  echo "== rebuilding llama-cpp-python without AMX"
+  llama=$("$VENV/bin/python" -m pip show llama-cpp-python | awk '/^Version:/{print $2}')
+  "$VENV/bin/python" -m pip install -q --no-cache-dir --force-reinstall --no-deps "llama-cpp-python==$llama"
+fi
 # nudenet and rapidocr pull both opencv-python and opencv-python-headless, which install the
 # same cv2 module over each other; keep only the headless one (DESIGN.md section 5).
 if "$VENV/bin/python" -m pip show -q opencv-python >/dev/null 2>&1; then

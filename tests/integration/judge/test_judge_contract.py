@@ -138,7 +138,13 @@ def test_contract_batch_keeps_order_and_fails_closed(judge: Judge) -> None:
         assert outs[0].status == Status.ERROR and outs[0].error
         assert outs[0].violation == 0.0 and outs[0].category is None
     assert outs[1].status == Status.OK
-    assert outs[1].violation == pytest.approx(_first(judge).violation, abs=_tol(judge))
+    # the probe judge decodes a batch's sequences together in one llama.cpp KV cache, whose
+    # size changes the accumulation order: the same item differs in rounding by its neighbours
+    # (AVX2 build, 0.5B wiring model, random probe: 0.7115 alone, 0.7035 next to HUGE,
+    # 0.7082 / 0.7049 for the same item in two positions); a single call is bit-stable
+    # (test_contract_deterministic)
+    tol = 1e-2 if isinstance(judge, ProbeJudge) else _tol(judge)
+    assert outs[1].violation == pytest.approx(_first(judge).violation, abs=tol)
 
 
 # -- backend-specific parts of the contract ------------------------------------------------
