@@ -202,6 +202,7 @@ def table_cmd(
         kept = read_records(records) if records is not None else []
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+    nor_records = f" nor in the records {records}" if records else ""
     rows: list[RunRow] = []
     from_store: list[RunRow] = []
     if runs:
@@ -213,9 +214,7 @@ def table_cmd(
                 rec = find_record(kept, ref)
                 if rec is None:
                     raise NotFound(f"no run {ref!r} in the MLflow store at "
-                                   f"{settings.mlflow_uri}"
-                                   + (f" nor in the records {records}" if records else "")
-                                   ) from None
+                                   f"{settings.mlflow_uri}{nor_records}") from None
                 rows.append(rec)
     else:
         exp = client.get_experiment_by_name(tracking.EXPERIMENT_EVAL)
@@ -226,9 +225,7 @@ def table_cmd(
         rows = from_store + [r for r in kept if r.run_id not in ids]
     if not rows:
         raise UserError(f"no finished runs in MLflow experiment {tracking.EXPERIMENT_EVAL!r} "
-                        f"at {settings.mlflow_uri}"
-                        + (f" nor in the records {records}" if records else "")
-                        + "; run `childguard eval run` first")
+                        f"at {settings.mlflow_uri}{nor_records}; run `childguard eval run` first")
     if records is not None and from_store:
         write_records(records, kept, from_store)
     table = quality_table(rows)
