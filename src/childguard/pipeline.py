@@ -1126,12 +1126,7 @@ class Pipeline:
             # a detector that reports its own failure: the item is not known to be safe
             errors += tuple(f"signals: {name} failed" for name in signals.failed_signals)
         if errors:
-            failed = ", ".join(e.split(":", 1)[0] for e in errors)
-            return self._verdict(
-                item, Decision.REVIEW, status=Status.ERROR,
-                rationale=f"stage '{failed}' failed; sent to human review (fail closed)",
-                errors=errors, hashes=hashes, signals=signals, judge=judge, timings=timings,
-            )
+            return self._error_verdict(item, errors, hashes, signals, judge, timings)
 
         codes = self._applicable_codes(item, signals)
         probe_scores = signals.probe_scores if signals is not None else {}
@@ -1145,19 +1140,7 @@ class Pipeline:
             signals=signals.signals if signals is not None else (),
             item=item,
         )
-        thresholds = self.policy.thresholds()
-        categories: list[CategoryScore] = []
-        for code in codes:
-            if code not in combo.scores:
-                continue
-            cs = combo.scores[code]
-            th = thresholds[code]
-            decision = th.decide(cs.score)
-            why = cs.rationale or _threshold_phrase(cs.score, decision, th.review, th.block)
-            categories.append(CategoryScore(
-                code=code, score=round(cs.score, 6), decision=decision, rationale=why,
-                source=cs.source,
-            ))
+        categories = self._category_scores(codes, combo)
         decision = _max_decision(*(c.decision for c in categories))
         notes: list[str] = []
         escalations = list(combo.escalations)
@@ -1221,6 +1204,62 @@ class Pipeline:
         return self._verdict(
             item, decision, status=Status.OK, rationale=". ".join(parts), categories=categories,
             report=report, judged=judged, hashes=hashes, signals=signals, judge=judge,
+            timings=timings,
+        )
+
+    def _category_scores(self, codes: Sequence[str], combo: Combination) -> list[CategoryScore]:
+        """One `CategoryScore` per applicable code the combiner scored, decided by the policy's
+        thresholds."""
+        thresholds = self.policy.thresholds()
+        categories: list[CategoryScore] = []
+        for code in codes:
+            if code not in combo.scores:
+                continue
+            cs = combo.scores[code]
+            th = thresholds[code]
+            decision = th.decide(cs.score)
+            why = cs.rationale or _threshold_phrase(cs.score, decision, th.review, th.block)
+            categories.append(CategoryScore(
+                code=code, score=round(cs.score, 6), decision=decision, rationale=why,
+                source=cs.source,
+            ))
+        return categories
+
+    def _error_verdict(
+        self,
+        item: PreparedItem,
+        errors: tuple[str, ...],
+        hashes: HashResult | None,
+        signals: SignalResult | None,
+        judge: JudgeResult | None,
+        timings: dict[str, float],
+    ) -> Verdict:
+        """A failed stage: review (fail closed), with what the cheap signals scored.
+
+        Why keep the scores: a reviewer deciding an item whose judge failed should see that the
+        probes scored it 0.86 for sexual_minors, and the review queue and the evaluation rank
+        it by that score (issue 8: a long positive whose judge call failed had no scores, so it
+        ranked below every benign item in AUPRC). The scores do not change the decision: the
+        item goes to review whatever they say (only review decisions reach the review queue, so
+        not even a category at its block threshold blocks without a human); each category keeps
+        the decision its threshold gives, for the reviewer and the per-category metrics."""
+        failed = ", ".join(e.split(":", 1)[0] for e in errors)
+        rationale = f"stage '{failed}' failed; sent to human review (fail closed)"
+        categories: list[CategoryScore] = []
+        if signals is not None and signals.ok and signals.probe_scores:
+            codes = self._applicable_codes(item, signals)
+            combo = self.combiner.combine(
+                self.policy, codes, probe_scores=signals.probe_scores, judge=None,
+                signals=signals.signals, item=item,
+            )
+            categories = self._category_scores(codes, combo)
+        if categories:
+            top = sorted(categories, key=lambda c: (-DECISION_RANK[c.decision], -c.score))[:3]
+            rationale += "; the signals that did run scored " + "; ".join(
+                f"{c.code} {c.score:.2f} ({c.source}, {c.decision.value})" for c in top)
+        return self._verdict(
+            item, Decision.REVIEW, status=Status.ERROR, rationale=rationale,
+            categories=categories, errors=errors, hashes=hashes, signals=signals, judge=judge,
             timings=timings,
         )
 

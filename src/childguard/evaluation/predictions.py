@@ -45,14 +45,17 @@ class Prediction:
         return float(self.scores.get(code, 0.0))
 
     def category_flagged(self, code: str) -> bool:
-        """Flagged for `code`: its own decision is review/block, or the item errored (review)."""
-        d = self.category_decisions.get(code)
-        if d is not None:
-            return d in (Decision.REVIEW.value, Decision.BLOCK.value)
-        return self.status == Status.ERROR.value and self.flagged
+        """Flagged for `code`: the item errored (it goes to review whatever its scores say:
+        fail closed), or its own decision for `code` is review/block."""
+        if self.status == Status.ERROR.value and self.flagged:
+            return True
+        return self.category_decisions.get(code) in (Decision.REVIEW.value, Decision.BLOCK.value)
 
     def category_blocked(self, code: str) -> bool:
-        return self.category_decisions.get(code) == Decision.BLOCK.value
+        """Blocked for `code`: the item was blocked and its decision for `code` is block (an
+        error verdict keeps its categories' threshold decisions but is never blocked)."""
+        return (self.decision == Decision.BLOCK.value
+                and self.category_decisions.get(code) == Decision.BLOCK.value)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,8 +15,8 @@ each row makes sure exactly one task exists:
   once instead of timing out one by one.
 
 Priority and SLA: severity (of the worst category the model flagged; error verdicts count as
-high) sets the SLA deadline (`review.sla_hours`); priority = 100 * severity rank + up to 99 for
-uncertainty (scores near the middle of the review band are the ones a human adds most to).
+at least high) sets the SLA deadline (`review.sla_hours`); priority = 100 * severity rank + up to
+99 for uncertainty (scores near the middle of the review band are the ones a human adds most to).
 
 Images reach Label Studio as signed, expiring URLs to our media endpoint, never as base64: the
 image bytes stay in our restricted media area, under our retention.
@@ -85,17 +85,21 @@ def item_severity(verdict: Verdict, policy: Policy) -> Severity:
     for m in verdict.hash_matches:
         if m.severity is not None and (worst is None or m.severity.rank > worst.rank):
             worst = m.severity
+    if verdict.errors and (worst is None or worst.rank < Severity.HIGH.rank):
+        # a failed stage: what did not run may have found worse; unknown is not low
+        return Severity.HIGH
     if worst is None:
-        # nothing flagged yet sent to review: an error or an unscored item; unknown is not low
-        return Severity.HIGH if (verdict.errors or not verdict.categories) else Severity.MEDIUM
+        # nothing flagged yet sent to review: an unscored item; unknown is not low
+        return Severity.HIGH if not verdict.categories else Severity.MEDIUM
     return worst
 
 
 def uncertainty(verdict: Verdict, policy: Policy) -> float:
     """1.0 when the top score sits mid-way between its review and block thresholds, 0 at either
-    end; error verdicts (no score) are maximally uncertain."""
+    end; error verdicts (a stage did not run, whatever the others scored) are maximally
+    uncertain."""
     top = verdict.top_category
-    if top is None:
+    if top is None or verdict.errors:
         return 1.0
     try:
         th = policy.spec.category(top.code).thresholds

@@ -41,6 +41,23 @@ def test_compute_metrics_by_hand() -> None:
     assert m["sexual_minors.recall"] == m["d.sexual_minors.recall"]  # unprefixed = all sets
 
 
+def test_error_verdict_with_scores_is_flagged_and_ranked_but_never_blocked() -> None:
+    """An error verdict keeps the probes' scores and their threshold decisions (allow here):
+    it still counts as flagged for every category (it went to review), is ranked by its score
+    in AUPRC, and a category decision of block does not make it a block."""
+    err = Prediction(id="c", dataset="d", labels={"sexual_minors": 1},
+                     scores={"sexual_minors": 0.9}, category_decisions={"sexual_minors": "allow"},
+                     decision="review", status="error", judged=False, latency_ms=1.0)
+    assert err.category_flagged("sexual_minors") and err.category_flagged("grooming")
+    blocked_code = Prediction(**{**err.to_json(), "category_decisions": {"sexual_minors":
+                                                                          "block"}})
+    assert not blocked_code.category_blocked("sexual_minors")
+    preds = [err, _p("a", 0, 0.5, "review"), _p("b", 1, 0.2, "review"), _p("e", 0, 0.1, "allow")]
+    m = compute_metrics(preds, ["sexual_minors"])
+    assert m["d.sexual_minors.recall"] == 1.0
+    assert m["d.sexual_minors.auprc"] == pytest.approx((1 + 2 / 3) / 2)  # ranked first, not last
+
+
 def test_flips() -> None:
     a = [_p("x", 1, 0.5, "review"), _p("y", 0, 0.1, "allow"), _p("z", 0, 0.1, "allow")]
     b = [_p("x", 1, 0.5, "allow"), _p("y", 0, 0.1, "allow"), _p("w", 0, 0.1, "allow")]

@@ -28,7 +28,7 @@ from childguard.models.reference_signals import (
     ReferenceOcr,
 )
 from childguard.normalize import normalize_text
-from childguard.pipeline import Pipeline
+from childguard.pipeline import JudgeResult, Pipeline
 from childguard.policy import Policy
 from childguard.schema import ContentItem, Decision, Message, Status
 
@@ -289,6 +289,25 @@ def test_judge_error_status_gives_review(make_pipeline: PipelineFactory):
     assert v.status is Status.ERROR and v.decision is Decision.REVIEW
     assert any(e.startswith("judge:") for e in v.errors)
     assert "fail closed" in v.rationale
+
+
+def test_judge_error_keeps_the_probe_scores_for_the_reviewer(make_pipeline: PipelineFactory):
+    """A failed judge call still goes to review, but the verdict carries what the probes scored
+    (a reviewer and the review queue's priority see it; AUPRC ranks the item by it)."""
+    p = make_pipeline()
+    v = p.classify(ContentItem(text=f"{probe_marker('grooming')} cg-test:error"))
+    assert v.status is Status.ERROR and v.decision is Decision.REVIEW
+    scored = {c.code: c for c in v.categories}
+    assert scored["grooming"].source == "probe" and scored["grooming"].score > 0.9
+    assert scored["grooming"].decision is Decision.BLOCK  # its threshold's word, not the item's
+    assert all(c.source == "probe" for c in v.categories)
+    assert "the signals that did run scored grooming" in v.rationale
+    # a benign item whose judge failed: every category allows, the item still goes to review
+    benign = p.decide(p.prepare(ContentItem(text=BENIGN)),
+                      signals=p.signal_stage(p.prepare(ContentItem(text=BENIGN))),
+                      judge=JudgeResult.failed("timed out"))
+    assert benign.decision is Decision.REVIEW and benign.status is Status.ERROR
+    assert benign.categories and all(c.decision is Decision.ALLOW for c in benign.categories)
 
 
 def test_judge_exception_gives_review_without_content(make_pipeline: PipelineFactory, policy):

@@ -37,6 +37,16 @@ def test_priority_orders_by_severity_then_uncertainty() -> None:
                                         pol)
     errored = Verdict(item_id="e", decision=Decision.REVIEW, errors=("x: y",))
     assert item_severity(errored, pol) is Severity.HIGH
+    # an error verdict that kept the probes' scores: at least high, and maximally uncertain
+    # (a stage did not run), whatever its categories say
+    scored = review_verdict("f", pol, score=th.review).model_copy(update={"errors": ("judge: x",)})
+    assert item_severity(scored, pol).rank >= Severity.HIGH.rank
+    assert priority(scored, pol) == 100 * item_severity(scored, pol).rank + 99
+    if low_sev:
+        low = review_verdict("g", pol, code=low_sev[0].code, score=0.0)
+        low_err = low.model_copy(update={"errors": ("judge: x",)})
+        assert item_severity(low_err, pol) is max(
+            low_sev[0].severity, Severity.HIGH, key=lambda s: s.rank)
 
 
 def test_sla_deadline_per_severity() -> None:
