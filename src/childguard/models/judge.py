@@ -242,6 +242,96 @@ def combine_views(first: JudgeOutput, second: JudgeOutput, found: int) -> JudgeO
     })
 
 
+# -- items longer than the judge's context ------------------------------------------------
+# A judge with a bounded context (llama.cpp's n_ctx) cannot read a long item in one prompt.
+# Failing it (status=error, review) sends every long message to a human and leaves it without
+# a judge score (issue 8: a 744-word positive errored). Instead the oldest earlier messages are
+# dropped first, and when the message alone is still too long it is judged in consecutive,
+# overlapping windows; a violation anywhere in the message is a violation, so the highest
+# score of any window counts (for the violation and for each category). Only an item that
+# does not fit in MAX_WINDOWS windows still errors (review: fail closed).
+
+#: the most windows a long message is judged in (each is a judge call) before it errors
+MAX_WINDOWS = 6
+#: words shared by neighbouring windows, so a sentence on a boundary is read whole once
+WINDOW_OVERLAP_WORDS = 24
+
+
+def _window(text: str | None, i: int, n: int, overlap: int) -> str | None:
+    if not text:
+        return text
+    words = text.split(" ")
+    lo, hi = len(words) * i // n, len(words) * (i + 1) // n
+    return " ".join(words[max(0, lo - overlap):hi])
+
+
+def item_windows(item: JudgeInput, n: int, *,
+                 overlap: int = WINDOW_OVERLAP_WORDS) -> list[JudgeInput]:
+    """The message (and its normalised and OCR text, by the same fractions of their words)
+    cut into `n` consecutive windows, each starting `overlap` words before its share; the
+    windows carry no earlier messages (the message alone is too long for them)."""
+    return [
+        item.model_copy(update={
+            "text": _window(item.text, i, n, overlap),
+            "normalized": _window(item.normalized, i, n, overlap),
+            "ocr_text": _window(item.ocr_text, i, n, overlap),
+            "context": (),
+        })
+        for i in range(n)
+    ]
+
+
+def fit_to_context(judge_one: Callable[[JudgeInput], JudgeOutput], item: JudgeInput,
+                   fits: Callable[[JudgeInput], bool]) -> JudgeOutput | None:
+    """Judge `item` in what `fits` the judge's context: whole; else without its oldest earlier
+    messages; else in 2..MAX_WINDOWS windows of its message (the highest score wins). None when
+    not even MAX_WINDOWS windows fit; the caller then answers an error."""
+    if fits(item):
+        return judge_one(item)
+    context = item.context
+    while context:
+        context = context[1:]
+        shorter = item.model_copy(update={"context": context})
+        if fits(shorter):
+            out = judge_one(shorter)
+            dropped = len(item.context) - len(context)
+            return _noted(out, f"[read the last {len(context)} of {len(item.context)} earlier "
+                               f"messages: {dropped} did not fit the judge's context]")
+    for n in range(2, MAX_WINDOWS + 1):
+        windows = item_windows(item, n)
+        if all(fits(w) for w in windows):
+            return combine_windows([judge_one(w) for w in windows],
+                                   dropped_context=len(item.context))
+    return None
+
+
+def combine_windows(outs: Sequence[JudgeOutput], *, dropped_context: int = 0) -> JudgeOutput:
+    """Windows of one message: the highest violation wins, each category keeps its highest
+    score; an error in any window is the answer (fail closed)."""
+    for out in outs:
+        if out.status != Status.OK:
+            return out
+    k = max(range(len(outs)), key=lambda i: outs[i].violation)
+    best = outs[k]
+    codes = {c for o in outs for c in o.category_scores}
+    scores = {c: max(o.category_scores.get(c, 0.0) for o in outs) for c in sorted(codes)}
+    note = (f"[a long message judged in {len(outs)} overlapping windows; window {k + 1} scored "
+            "highest" + (f"; its {dropped_context} earlier messages were not read"
+                         if dropped_context else "") + "]")
+    return _noted(best.model_copy(update={
+        "category_scores": scores,
+        "elapsed_ms": sum(o.elapsed_ms for o in outs),
+        "prompt_tokens": sum(o.prompt_tokens for o in outs),
+        "cached_tokens": sum(o.cached_tokens for o in outs),
+    }), note)
+
+
+def _noted(out: JudgeOutput, note: str) -> JudgeOutput:
+    if out.status != Status.OK:
+        return out
+    return out.model_copy(update={"rationale": f"{note} {out.rationale}".strip()})
+
+
 def renormalise(logprobs: dict[str, float]) -> dict[str, float]:
     """Softmax over the given log-probabilities (allowed options only)."""
     if not logprobs:

@@ -35,10 +35,12 @@ from childguard.errors import ModelUnavailable
 from childguard.models import weights
 from childguard.models.base import Judge, JudgeInput, JudgeOutput
 from childguard.models.judge import (
+    MAX_WINDOWS,
     NO,
     NONE,
     YES,
     error_output,
+    fit_to_context,
     guarded,
     output_from_questions,
     output_from_scores,
@@ -287,43 +289,62 @@ class LlamaCppJudge(Judge):
         Items holding classifier-directed text are judged in two views (`guarded`)."""
         return guarded(lambda i: self._judge_view(i, use_cache, rationale), item)
 
+    def _prompt_tokens(self, item: JudgeInput) -> int:
+        return len(self._head) + len(self._tok(render_item(self.policy, item).user)) \
+            + len(self._tail)
+
     def _judge_view(self, item: JudgeInput, use_cache: bool, rationale: bool) -> JudgeOutput:
+        """One view of the item, cut to the context when it is too long (`fit_to_context`:
+        oldest earlier messages dropped, else the message judged in windows)."""
+        budget = self._n_ctx - self.policy.spec.judge.max_tokens - 64
+        try:
+            with self._lock:
+                out = fit_to_context(
+                    lambda it: self._judge_fitted(it, use_cache, rationale), item,
+                    lambda it: self._prompt_tokens(it) <= budget)
+                if out is None:
+                    n_total = self._prompt_tokens(item)
+                    return error_output(
+                        f"item too long for the judge: {n_total} prompt tokens; the context "
+                        f"holds {self._n_ctx} (judge.n_ctx) minus the answer budget, and the "
+                        f"message does not fit in {MAX_WINDOWS} windows",
+                        model=self.model_version, prompt_tokens=n_total)
+        except Exception as exc:  # tokenizing is model work too: never raises out of a judge
+            return error_output(f"llama.cpp judge failed: {type(exc).__name__}: {exc}",
+                                model=self.model_version)
+        return out
+
+    def _judge_fitted(self, item: JudgeInput, use_cache: bool, rationale: bool) -> JudgeOutput:
+        """Judge an item that fits the context (the caller holds the lock)."""
         t0 = time.perf_counter()
         n_prompt = cached = 0
         try:
-            with self._lock:
-                rendered = render_item(self.policy, item)
-                user = self._tok(rendered.user)
-                n_total = len(self._head) + len(user) + len(self._tail)
-                if n_total + self.policy.spec.judge.max_tokens + 64 > self._n_ctx:
-                    return error_output(
-                        f"item too long for the judge: {n_total} prompt tokens, the context "
-                        f"holds {self._n_ctx} (judge.n_ctx) minus the answer budget",
-                        model=self.model_version, prompt_tokens=n_total)
-                if self.policy.spec.judge.mode == "per_category":
-                    return self._per_category(rendered, user, use_cache, t0)
-                n_prompt, cached = self._start(user, use_cache)
-                base = self.llm.n_tokens
-                pv = self._choose(base, '{"violation": "', [YES, NO])
-                p_yes = pv[YES]
-                codes = list(self.policy.spec.codes)
-                yes_prefix = '{"violation": "yes", "category": "'
-                pc = self._choose(base, yes_prefix, codes)
-                if p_yes >= 0.5:
-                    cat = max(pc, key=pc.__getitem__)
-                    text = yes_prefix + cat + '", "rationale": "'
-                    self._sync(base, self._tok(text))
-                    why = self._rationale(self.rationale_tokens) if rationale else ""
-                    answer_text = text + why.replace('"', "") + '"}'
-                else:
-                    answer_text = json.dumps({"violation": NO, "category": NONE,
-                                              "rationale": ""})
-                ans = parse_answer(answer_text, self.policy)
-                return output_from_scores(
-                    self.policy, p_yes, pc, rationale=ans.rationale.strip(),
-                    chosen_category=ans.category, model=self.model_version,
-                    elapsed_ms=(time.perf_counter() - t0) * 1000, prompt_tokens=n_prompt,
-                    cached_tokens=cached)
+            rendered = render_item(self.policy, item)
+            user = self._tok(rendered.user)
+            if self.policy.spec.judge.mode == "per_category":
+                return self._per_category(rendered, user, use_cache, t0)
+            n_prompt, cached = self._start(user, use_cache)
+            base = self.llm.n_tokens
+            pv = self._choose(base, '{"violation": "', [YES, NO])
+            p_yes = pv[YES]
+            codes = list(self.policy.spec.codes)
+            yes_prefix = '{"violation": "yes", "category": "'
+            pc = self._choose(base, yes_prefix, codes)
+            if p_yes >= 0.5:
+                cat = max(pc, key=pc.__getitem__)
+                text = yes_prefix + cat + '", "rationale": "'
+                self._sync(base, self._tok(text))
+                why = self._rationale(self.rationale_tokens) if rationale else ""
+                answer_text = text + why.replace('"', "") + '"}'
+            else:
+                answer_text = json.dumps({"violation": NO, "category": NONE,
+                                          "rationale": ""})
+            ans = parse_answer(answer_text, self.policy)
+            return output_from_scores(
+                self.policy, p_yes, pc, rationale=ans.rationale.strip(),
+                chosen_category=ans.category, model=self.model_version,
+                elapsed_ms=(time.perf_counter() - t0) * 1000, prompt_tokens=n_prompt,
+                cached_tokens=cached)
         except Exception as exc:  # model trouble never raises out of a judge
             self._logits_valid = False
             return error_output(f"llama.cpp judge failed: {type(exc).__name__}: {exc}",

@@ -164,6 +164,28 @@ def test_llamacpp_prefix_cache_same_answer_fewer_evaluated_tokens(
 
 
 @pytest.mark.models
+def test_llamacpp_long_message_is_judged_in_windows(llama_judge: LlamaCppJudge) -> None:
+    """A benign message longer than the context is judged in windows (no error), and the
+    answer is the highest window's: the same scores as judging each window alone."""
+    from childguard.models.judge import item_windows
+
+    budget = llama_judge._n_ctx - llama_judge.policy.spec.judge.max_tokens - 64
+    room = budget - llama_judge._prompt_tokens(JudgeInput(item_id="x", text="a"))
+    sentence = "The library opens at nine and the reading group meets on Tuesdays. "
+    per = len(llama_judge._tok(sentence))
+    long = JudgeInput(item_id="long", text=sentence * (room * 3 // (2 * per)))  # 1.5x the room
+    assert llama_judge._prompt_tokens(long) > budget
+    out = llama_judge.judge(long)
+    assert out.status == Status.OK, out.error
+    assert "judged in 2 overlapping windows" in out.rationale
+    alone = [llama_judge.judge(w) for w in item_windows(long, 2)]
+    assert out.violation == pytest.approx(max(a.violation for a in alone), abs=2e-3)
+    for code, score in out.category_scores.items():
+        assert score == pytest.approx(max(a.category_scores[code] for a in alone), abs=2e-3)
+    assert out.prompt_tokens == sum(a.prompt_tokens for a in alone) > budget
+
+
+@pytest.mark.models
 def test_llamacpp_item_control_tokens_stay_text(llama_judge: LlamaCppJudge) -> None:
     im_end = llama_judge.llm.tokenize(b"<|im_end|>", add_bos=False, special=True)
     assert len(im_end) == 1

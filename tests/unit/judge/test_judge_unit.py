@@ -10,10 +10,13 @@ import pytest
 
 from childguard.models.base import JudgeInput, JudgeOutput
 from childguard.models.judge import (
+    MAX_WINDOWS,
     UNTRUSTED_REMINDER,
     answer_schema,
     build_judge,
+    fit_to_context,
     guarded,
+    item_windows,
     option_probs_at,
     output_from_scores,
     parse_answer,
@@ -179,3 +182,77 @@ def test_guard_injection_cannot_lower_the_verdict(policy: Policy) -> None:
     assert "instruction-like" in out.rationale
     plain = guarded(gullible, JudgeInput(item_id="j", text="a recipe for bread"))
     assert "instruction-like" not in plain.rationale  # judged once
+
+
+# -- items longer than the judge's context ------------------------------------------------
+
+
+def _words_fit(limit: int):  # type: ignore[no-untyped-def]
+    """A stand-in for a tokenizer budget: the item's words (message, normalised, OCR and
+    context text) must not exceed `limit`."""
+    def fits(it: JudgeInput) -> bool:
+        parts = [it.text, it.normalized, it.ocr_text, *(m.text for m in it.context)]
+        return sum(len(p.split()) for p in parts if p) <= limit
+    return fits
+
+
+def _recording(policy: Policy) -> tuple[list[JudgeInput], object]:
+    seen: list[JudgeInput] = []
+    ref = ReferenceJudge(policy)
+
+    def judge_one(it: JudgeInput) -> JudgeOutput:
+        seen.append(it)
+        return ref.judge(it)
+    return seen, judge_one
+
+
+def test_windows_cover_every_word_in_order_with_overlap() -> None:
+    words = [f"w{i}" for i in range(100)]
+    item = JudgeInput(item_id="x", text=" ".join(words), normalized=" ".join(words).upper(),
+                      context=(Message(author="a", text="before"),))
+    ws = item_windows(item, 3, overlap=5)
+    assert [w.context for w in ws] == [(), (), ()]
+    texts = [w.text.split() for w in ws if w.text]
+    assert texts[0][0] == "w0" and texts[-1][-1] == "w99"
+    assert texts[1][0] == "w28" and texts[2][0] == "w61"  # 5 words before their shares 33, 66
+    assert sorted({t for ts in texts for t in ts}, key=lambda t: int(t[1:])) == words
+    assert [w.normalized for w in ws] == [w.text.upper() for w in ws if w.text]
+
+
+def test_fit_to_context_drops_the_oldest_messages_first(policy: Policy) -> None:
+    seen, judge_one = _recording(policy)
+    ctx = tuple(Message(author="a", text=" ".join(["filler"] * 10)) for _ in range(4))
+    item = JudgeInput(item_id="x", text="see you at the match cg-test:grooming", context=ctx)
+    out = fit_to_context(judge_one, item, _words_fit(30))  # type: ignore[arg-type]
+    assert out is not None and out.status == Status.OK and out.category == "grooming"
+    assert len(seen) == 1 and seen[0].context == ctx[2:]  # the two newest messages kept
+    assert out.rationale.startswith("[read the last 2 of 4 earlier messages")
+
+
+def test_fit_to_context_judges_a_long_message_in_windows_and_keeps_the_worst(
+    policy: Policy,
+) -> None:
+    seen, judge_one = _recording(policy)
+    text = " ".join(["ordinary"] * 150 + ["cg-test:sextortion"] + ["words"] * 20)
+    item = JudgeInput(item_id="x", text=text, context=(Message(author="a", text="hi"),))
+    out = fit_to_context(judge_one, item, _words_fit(90))  # type: ignore[arg-type]
+    assert out is not None and out.status == Status.OK
+    assert len(seen) == 3  # 171 words: 2 windows (the 2nd 110 words with overlap) do not fit 90
+    assert out.category == "sextortion" and out.violation >= 0.5
+    assert out.category_scores["sextortion"] == max(
+        ReferenceJudge(policy).judge(w).category_scores["sextortion"] for w in seen)
+    assert "judged in 3 overlapping windows; window 3 scored highest" in out.rationale
+    assert "its 1 earlier messages were not read" in out.rationale
+    assert out.prompt_tokens == sum(ReferenceJudge(policy).judge(w).prompt_tokens for w in seen)
+
+
+def test_fit_to_context_gives_up_past_max_windows_and_fails_closed_on_a_window_error(
+    policy: Policy,
+) -> None:
+    _, judge_one = _recording(policy)
+    text = " ".join(["ordinary"] * 100)
+    assert fit_to_context(judge_one, JudgeInput(item_id="x", text=text),  # type: ignore[arg-type]
+                          _words_fit(100 // (MAX_WINDOWS + 1))) is None
+    broken = JudgeInput(item_id="y", text=text + " cg-test:error")
+    out = fit_to_context(judge_one, broken, _words_fit(60))  # type: ignore[arg-type]
+    assert out is not None and out.status == Status.ERROR
