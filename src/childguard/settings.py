@@ -88,6 +88,12 @@ class ModelSettings(_Section):
         description="also score the last N conversation messages with the message, as the "
         "probes were trained (eval train-probes joins an item's context and text)",
     )
+    probe_heads: Literal["pooled", "per_source"] = Field(
+        default="per_source",
+        description="per_source: a category labelled by several training sets gets one probe "
+        "head per set, scored by the highest (models/probes.py HeadedProbe; issue 8 measured "
+        "sexual_minors AUPRC 0.559 pooled, 0.602 per source); pooled: one probe per category",
+    )
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = Field(
         default=None, description="open_clip pretrained tag or local checkpoint path"

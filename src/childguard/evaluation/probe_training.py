@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,7 +40,8 @@ class ProbeTraining:
 
 def training_rows(datasets: Sequence[EvalDataset]) -> tuple[list[str], list[str],
                                                            dict[str, dict[int, int]]]:
-    """(ids, texts, code -> {row index: label}) over items with text, de-duplicated by id."""
+    """(ids, texts, code -> {row index: label}) over items with text, de-duplicated by id;
+    ids are `<dataset name>:<item id>` (`_base(id)` names the row's source set)."""
     ids: list[str] = []
     texts: list[str] = []
     labels: dict[str, dict[int, int]] = {}
@@ -68,26 +69,59 @@ def probe_C(embedder: Any) -> float:
     return float(getattr(embedder, "probe_C", 4.0))
 
 
-def fit_probes(X: np.ndarray, labels: dict[str, dict[int, int]], *, embedder: str,
-               folds: int = 5, seed: int = 0, C: float = 4.0) -> Any:
-    """One `train_probes` call per category on its labelled rows, merged into one ProbeSet."""
-    from childguard.models.probes import ProbeSet, train_probes
+ProbeHeads = Literal["pooled", "per_source"]
 
+
+def head_sources(code_rows: dict[int, int], sources: Sequence[str]) -> list[str]:
+    """The sources that get a head of their own for one category: every source holding its
+    labelled rows, when there are two or more and each has MIN_POSITIVES positives and
+    negatives; else none (one pooled probe: a head without enough of both cannot be trained,
+    and dropping its rows would lose them)."""
+    from childguard.models.probes import MIN_POSITIVES
+
+    counts: dict[str, list[int]] = {}
+    for r, y in code_rows.items():
+        counts.setdefault(sources[r], [0, 0])[int(y)] += 1
+    if len(counts) < 2 or any(min(c) < MIN_POSITIVES for c in counts.values()):
+        return []
+    return sorted(counts)
+
+
+def fit_probes(X: np.ndarray, labels: dict[str, dict[int, int]], *, embedder: str,
+               folds: int = 5, seed: int = 0, C: float = 4.0,
+               sources: Sequence[str] | None = None, heads: ProbeHeads = "pooled") -> Any:
+    """One `train_probes` call per category on its labelled rows, merged into one ProbeSet.
+
+    `heads="per_source"` (with `sources`, one name per row of X): a category labelled by
+    several sources gets one head per source (`HeadedProbe`, the highest head's score) when
+    `head_sources` allows it; its metrics are per head, under `<code>@<source>`."""
+    from childguard.models.probes import HeadedProbe, ProbeSet, train_probes
+
+    if heads == "per_source" and (sources is None or len(sources) != X.shape[0]):
+        raise UserError("per-source probe heads need one source name per training row")
     merged: dict[str, Any] = {}
     metrics: dict[str, dict[str, float]] = {}
     skipped: dict[str, str] = {}
     for code in sorted(labels):
-        rows = np.array(sorted(labels[code]), dtype=int)
-        y = np.array([labels[code][r] for r in rows], dtype=int)
+        split = (head_sources(labels[code], sources)
+                 if heads == "per_source" and sources is not None else [])
+        groups = ({src: sorted(r for r in labels[code] if sources[r] == src) for src in split}
+                  if split and sources is not None else {"": sorted(labels[code])})
+        members: dict[str, Any] = {}
+        member_metrics: dict[str, dict[str, float]] = {}
         try:
-            ps = train_probes(X[rows], {code: y}, embedder=embedder, folds=folds, seed=seed,
-                              C=C)
+            for src, group in groups.items():
+                rows = np.array(group, dtype=int)
+                y = np.array([labels[code][r] for r in rows], dtype=int)
+                ps = train_probes(X[rows], {code: y}, embedder=embedder, folds=folds,
+                                  seed=seed, C=C)
+                members[src] = ps.probes[code]
+                member_metrics[f"{code}@{src}" if src else code] = ps.metrics[code]
         except UserError as exc:
             skipped[code] = str(exc)
             continue
-        merged.update(ps.probes)
-        metrics.update(ps.metrics)
-        skipped.update(ps.skipped)
+        merged[code] = HeadedProbe(members) if split else members[""]
+        metrics.update(member_metrics)
     if not merged:
         raise UserError(f"no category could be trained: {skipped}")
     return ProbeSet(embedder=embedder, dim=int(X.shape[1]), probes=merged, metrics=metrics,
@@ -118,7 +152,8 @@ def train_from_datasets(
     normalized = [normalize_text(t) for t in texts]
     X = _embed(embedder, normalized, progress=progress)
     probes = fit_probes(X, labels, embedder=embedder.model_version, folds=folds,
-                        C=probe_C(embedder))
+                        C=probe_C(embedder), sources=[_base(i) for i in ids],
+                        heads=settings.models.probe_heads)
     flat = {f"{code}.{k}": float(v) for code, m in probes.metrics.items() for k, v in m.items()}
     saved = probes.save(settings.probes_dir) if save else None
     run_id = None
@@ -270,9 +305,11 @@ class ProbePlan:
 
 
 def plan_probes(embedder: Any, train: Sequence[EvalDataset], evaluated: Sequence[EvalDataset],
-                *, folds: int = 0, progress: bool = False) -> ProbePlan:
+                *, folds: int = 0, progress: bool = False,
+                heads: ProbeHeads = "pooled") -> ProbePlan:
     """Train the run's probes on `train`; cross-fit (`folds` >= 2) the evaluated items that
-    are also training rows. Evaluating on training rows without cross-fitting is refused."""
+    are also training rows. Evaluating on training rows without cross-fitting is refused.
+    `heads`: one probe per category, or per-source heads (`fit_probes`)."""
     from childguard.normalize import normalize_text
 
     keys: list[tuple[str, str]] = []
@@ -302,7 +339,8 @@ def plan_probes(embedder: Any, train: Sequence[EvalDataset], evaluated: Sequence
     X = _embed(embedder, [normalize_text(t) for t in texts], progress=progress)
     version = embedder.model_version
     C = probe_C(embedder)
-    final = fit_probes(X, labels, embedder=version, C=C)
+    sources = [key[0] for key in keys]
+    final = fit_probes(X, labels, embedder=version, C=C, sources=sources, heads=heads)
     by_item: dict[tuple[str, str], Any] = {}
     if overlap:
         ov_keys = [f"{keys[i][0]}/{keys[i][1]}" for i in overlap]
@@ -314,11 +352,13 @@ def plan_probes(embedder: Any, train: Sequence[EvalDataset], evaluated: Sequence
             index = {r: j for j, r in enumerate(keep)}
             sub = {code: {index[r]: y for r, y in rows.items() if r in index}
                    for code, rows in labels.items()}
-            probes = fit_probes(X[keep], sub, embedder=version, C=C)
+            probes = fit_probes(X[keep], sub, embedder=version, C=C,
+                                sources=[sources[r] for r in keep], heads=heads)
             for r, fr in row_fold.items():
                 if fr == f:
                     by_item[keys[r]] = probes
     desc = (f"trained in the run on {', '.join(ds.name for ds in train)}"
+            + ("; per-source heads" if heads == "per_source" else "")
             + (f"; {len(overlap)} evaluated training items scored out of fold ({folds}-fold)"
                if overlap else ""))
     return ProbePlan(final=final, by_item=by_item, folds=folds if overlap else 0,

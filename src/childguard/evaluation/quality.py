@@ -148,6 +148,8 @@ def describe_config(row: RunRow) -> str:
               else f"probes {probes.removeprefix('probes:')}")
     if p.get("probe_context_messages"):
         probes += f" (context {p['probe_context_messages']})"
+    if p.get("probe_heads") == "per_source":
+        probes += " (per-source heads)"
     # the run applied <policy>/calibration.yaml if there was one; the thresholds it logged say
     # what was in force (a run with calibration on but no file used the policy's)
     calib = "calibration on" if p.get("calibration") == "True" else "policy thresholds"

@@ -269,6 +269,7 @@ def run_params(policy: Policy, options: RunOptions, datasets: Sequence[EvalDatas
         "judge_combine": policy.spec.judge.combine,
         "text_embedder": _embedder_param(settings),
         "probe_context_messages": str(settings.models.probe_context_messages),
+        "probe_heads": settings.models.probe_heads,
         "judge_mode": policy.spec.judge.mode,
         "stage_timeout_s": f"{settings.serve.stage_timeout_s:g}",
         "calibration": str(options.calibration),
@@ -333,13 +334,14 @@ def evaluate(
         if embedder is None or not hasattr(pipeline, "use_probes"):
             raise UserError("training probes in the run needs a pipeline with a text embedder")
         plan = plan_probes(embedder, options.probe_train, datasets, folds=options.cross_fit,
-                           progress=options.progress)
+                           progress=options.progress, heads=eff.models.probe_heads)
         pipeline.use_probes(plan.final)  # type: ignore[union-attr]
         probe_judge_model = getattr(pipeline, "judge", None)
         if probe_judge_model is not None and hasattr(probe_judge_model, "use_probes"):
             # the probe judge's probes: same rows, same folds, the judge model's features
             judge_plan = plan_probes(probe_judge_model.embedder, options.probe_train, datasets,
-                                     folds=options.cross_fit, progress=options.progress)
+                                     folds=options.cross_fit, progress=options.progress,
+                                     heads=eff.models.probe_heads)
             probe_judge_model.use_probes(judge_plan.final)
     params = run_params(policy, options, datasets, eff)
     if plan is not None:

@@ -62,3 +62,51 @@ def test_scoring_training_items_without_cross_fitting_is_refused() -> None:
     # evaluating on items the probes never saw needs no folds
     plan = plan_probes(ReferenceTextEmbedder(), [train], [_set("other", 8, start=100)])
     assert plan.folds == 0 and not plan.by_item
+
+
+def _marker_set(name: str, marker: str, n: int = 24) -> EvalDataset:
+    """A source whose positives carry their own marker word (two sources describe one category
+    with different words, as the OpenAI set and our own set do)."""
+    items = tuple(
+        EvalItem(id=f"{name}{i}", text=(f"{marker} note {i}" if i % 3 == 0 else f"weather {i}"),
+                 labels={"grooming": int(i % 3 == 0)})
+        for i in range(n)
+    )
+    return EvalDataset(name, items, source="test")
+
+
+def test_per_source_heads_score_each_source_by_its_own_head(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from childguard.models.probes import HeadedProbe, ProbeSet
+
+    a, b = _marker_set("alpha", "zqgrooming"), _marker_set("beta", "zqsextortion")
+    emb = ReferenceTextEmbedder()
+    pooled = plan_probes(emb, [a, b], [], heads="pooled").final
+    headed = plan_probes(emb, [a, b], [], heads="per_source")
+    probe = headed.final.probes["grooming"]
+    assert isinstance(probe, HeadedProbe) and sorted(probe.heads) == ["alpha", "beta"]
+    assert not isinstance(pooled.probes["grooming"], HeadedProbe)
+    assert set(headed.final.metrics) == {"grooming@alpha", "grooming@beta"}
+    assert headed.final.metrics["grooming@alpha"]["n"] == 24
+    assert "per-source heads" in headed.description
+    x = emb.embed_texts(["zqgrooming note 99", "zqsextortion note 99", "weather 99"])
+    p = headed.final.predict(x)["grooming"]
+    heads = {h: probe.heads[h].predict(x) for h in probe.heads}
+    assert list(p) == [max(heads["alpha"][i], heads["beta"][i]) for i in range(3)]
+    assert p[0] > p[2] and p[1] > p[2]  # each source's marker found by its head
+    assert headed.final.version != pooled.version
+    # saved and loaded: the same heads, the same scores, format 2 in the manifest
+    loaded = ProbeSet.load(headed.final.save(tmp_path))
+    assert isinstance(loaded.probes["grooming"], HeadedProbe)
+    assert list(loaded.predict(x)["grooming"]) == list(p)
+    assert loaded.version == headed.final.version
+
+
+def test_per_source_heads_fall_back_to_one_probe_when_a_source_is_too_small() -> None:
+    from childguard.evaluation.probe_training import head_sources
+    from childguard.models.probes import HeadedProbe
+
+    a, tiny = _marker_set("alpha", "zqgrooming"), _marker_set("tiny", "zqsextortion", n=6)
+    plan = plan_probes(ReferenceTextEmbedder(), [a, tiny], [], heads="per_source")
+    assert not isinstance(plan.final.probes["grooming"], HeadedProbe)  # tiny: 2 positives
+    assert plan.final.metrics["grooming"]["n"] == 30  # its rows are kept in the one probe
+    assert head_sources({0: 1, 1: 0}, ["only", "only"]) == []

@@ -102,6 +102,30 @@ def test_corrupt_file_is_refused(trained, tmp_path: Path) -> None:
         ProbeSet.load(folder)
 
 
+def test_headed_probe_round_trip_and_a_newer_format_is_refused(trained, tmp_path: Path) -> None:
+    from childguard.models.probes import HeadedProbe
+
+    probes, X, _ = trained
+    headed = ProbeSet(embedder="synthetic", dim=probes.dim, probes={
+        "alpha": HeadedProbe({"set_a": probes.probes["alpha"], "set_b": probes.probes["beta"]}),
+        "beta": probes.probes["beta"]})
+    expected = np.maximum(probes.predict(X)["alpha"], probes.predict(X)["beta"])
+    np.testing.assert_array_equal(headed.predict(X)["alpha"], expected)
+    folder = headed.save(tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["format"] == 2 and manifest["heads"] == {"alpha": ["set_a", "set_b"]}
+    loaded = ProbeSet.load(folder)
+    assert loaded.version == headed.version != probes.version
+    np.testing.assert_array_equal(loaded.predict(X)["alpha"], expected)
+    np.testing.assert_array_equal(loaded.predict(X)["beta"], probes.predict(X)["beta"])
+    manifest["format"] = 3
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelUnavailable, match="format 3"):
+        ProbeSet.load(folder)
+    with pytest.raises(UserError, match="head name"):
+        HeadedProbe({"a.b": probes.probes["alpha"]})
+
+
 def test_load_default(trained, tmp_path: Path) -> None:
     probes, _, _ = trained
     settings = Settings(home=tmp_path, models=ModelSettings(probe_dir=tmp_path / "probes"))
