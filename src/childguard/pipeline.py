@@ -97,6 +97,11 @@ def _max_decision(*decisions: Decision) -> Decision:
     return max(decisions, key=DECISION_RANK.__getitem__, default=Decision.ALLOW)
 
 
+def _worst_first(c: CategoryScore) -> tuple[int, float]:
+    """Sort key for a rationale: block before review before allow, then the higher score."""
+    return (-DECISION_RANK[c.decision], -c.score)
+
+
 def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 3)
 
@@ -1174,7 +1179,7 @@ class Pipeline:
         parts: list[str] = []
         flagged = sorted(
             (c for c in categories if c.decision is not Decision.ALLOW),
-            key=lambda c: (-DECISION_RANK[c.decision], -c.score),
+            key=_worst_first,
         )
         if gated and gate is not None and not flagged:
             parts.append(f"allowed by the cheap-signal gate: {gate.reason}; judge not called")
@@ -1254,7 +1259,7 @@ class Pipeline:
             )
             categories = self._category_scores(codes, combo)
         if categories:
-            top = sorted(categories, key=lambda c: (-DECISION_RANK[c.decision], -c.score))[:3]
+            top = sorted(categories, key=_worst_first)[:3]
             rationale += "; the signals that did run scored " + "; ".join(
                 f"{c.code} {c.score:.2f} ({c.source}, {c.decision.value})" for c in top)
         return self._verdict(

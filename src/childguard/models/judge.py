@@ -224,22 +224,27 @@ def guarded(judge_one: Callable[[JudgeInput], JudgeOutput], item: JudgeInput) ->
 
 def combine_views(first: JudgeOutput, second: JudgeOutput, found: int) -> JudgeOutput:
     """The as-given view and the injection-stripped view: the higher violation wins."""
-    if first.status != Status.OK:
-        return first
-    if second.status != Status.OK:
-        return second
-    best = first if first.violation >= second.violation else second
-    scores = {c: max(first.category_scores.get(c, 0.0), second.category_scores.get(c, 0.0))
-              for c in first.category_scores}
-    note = (f"[{found} instruction-like span(s) addressed to the classifier found in the item; "
-            "judged with and without them]")
-    return best.model_copy(update={
-        "category_scores": scores,
-        "rationale": f"{note} {best.rationale}".strip(),
-        "elapsed_ms": first.elapsed_ms + second.elapsed_ms,
-        "prompt_tokens": first.prompt_tokens + second.prompt_tokens,
-        "cached_tokens": first.cached_tokens + second.cached_tokens,
-    })
+    best, _ = merge_outputs([first, second])
+    return _noted(best, f"[{found} instruction-like span(s) addressed to the classifier found "
+                        "in the item; judged with and without them]")
+
+
+def merge_outputs(outs: Sequence[JudgeOutput]) -> tuple[JudgeOutput, int]:
+    """Answers on several views of one item (injection-stripped, windows) as one: an error in
+    any view is the answer (fail closed); else the highest violation wins (the first on ties),
+    each category keeps its highest score and the costs add up. Returns (answer, index of the
+    view that won)."""
+    for i, out in enumerate(outs):
+        if out.status != Status.OK:
+            return out, i
+    k = max(range(len(outs)), key=lambda i: outs[i].violation)
+    codes = dict.fromkeys(c for o in outs for c in o.category_scores)
+    return outs[k].model_copy(update={
+        "category_scores": {c: max(o.category_scores.get(c, 0.0) for o in outs) for c in codes},
+        "elapsed_ms": sum(o.elapsed_ms for o in outs),
+        "prompt_tokens": sum(o.prompt_tokens for o in outs),
+        "cached_tokens": sum(o.cached_tokens for o in outs),
+    }), k
 
 
 # -- items longer than the judge's context ------------------------------------------------
@@ -308,22 +313,11 @@ def fit_to_context(judge_one: Callable[[JudgeInput], JudgeOutput], item: JudgeIn
 def combine_windows(outs: Sequence[JudgeOutput], *, dropped_context: int = 0) -> JudgeOutput:
     """Windows of one message: the highest violation wins, each category keeps its highest
     score; an error in any window is the answer (fail closed)."""
-    for out in outs:
-        if out.status != Status.OK:
-            return out
-    k = max(range(len(outs)), key=lambda i: outs[i].violation)
-    best = outs[k]
-    codes = {c for o in outs for c in o.category_scores}
-    scores = {c: max(o.category_scores.get(c, 0.0) for o in outs) for c in sorted(codes)}
-    note = (f"[a long message judged in {len(outs)} overlapping windows; window {k + 1} scored "
-            "highest" + (f"; its {dropped_context} earlier messages were not read"
-                         if dropped_context else "") + "]")
-    return _noted(best.model_copy(update={
-        "category_scores": scores,
-        "elapsed_ms": sum(o.elapsed_ms for o in outs),
-        "prompt_tokens": sum(o.prompt_tokens for o in outs),
-        "cached_tokens": sum(o.cached_tokens for o in outs),
-    }), note)
+    best, k = merge_outputs(outs)
+    return _noted(best, f"[a long message judged in {len(outs)} overlapping windows; window "
+                        f"{k + 1} scored highest" + (
+                            f"; its {dropped_context} earlier messages were not read"
+                            if dropped_context else "") + "]")
 
 
 def _noted(out: JudgeOutput, note: str) -> JudgeOutput:

@@ -303,9 +303,8 @@ def test_judge_error_keeps_the_probe_scores_for_the_reviewer(make_pipeline: Pipe
     assert all(c.source == "probe" for c in v.categories)
     assert "the signals that did run scored grooming" in v.rationale
     # a benign item whose judge failed: every category allows, the item still goes to review
-    benign = p.decide(p.prepare(ContentItem(text=BENIGN)),
-                      signals=p.signal_stage(p.prepare(ContentItem(text=BENIGN))),
-                      judge=JudgeResult.failed("timed out"))
+    item = p.prepare(ContentItem(text=BENIGN))
+    benign = p.decide(item, signals=p.signal_stage(item), judge=JudgeResult.failed("timed out"))
     assert benign.decision is Decision.REVIEW and benign.status is Status.ERROR
     assert benign.categories and all(c.decision is Decision.ALLOW for c in benign.categories)
 
