@@ -51,6 +51,7 @@ from childguard.models.base import (
 )
 from childguard.policy import Policy, resolve_policy_path
 from childguard.policy_calibration import load_calibrated_policy
+from childguard.rules import FLOOR_RANK, RuleHit
 from childguard.schema import (
     CategoryScore,
     ContentItem,
@@ -310,6 +311,8 @@ class SignalResult(StageResult):
     #: at least one scored image signal exists
     image_covered: bool = False
     ocr_text: str | None = field(default=None, repr=False)
+    #: policy rules that fired (the recall floor): by rule id, never the matched words
+    rule_hits: tuple[RuleHit, ...] = ()
 
     @property
     def failed_signals(self) -> tuple[str, ...]:
@@ -373,6 +376,10 @@ class ThresholdGate(GatePolicy):
         failed = [s.name for s in signals.signals if s.status is Status.ERROR]
         if failed:
             return GateResult(reason=f"signal(s) failed: {', '.join(sorted(set(failed)))}")
+        if signals.rule_hits:
+            # a rule hit is the policy authors' floor: the judge always reads the item
+            return GateResult(reason="policy rule(s) hit: "
+                              + ", ".join(h.rule for h in signals.rule_hits))
         if item.has_text and not signals.text_covered:
             return GateResult(reason="the text was not scored by any probe")
         if item.has_image and not signals.image_covered:
@@ -913,6 +920,7 @@ class Pipeline:
                 self._image_signals(item.image, state)
                 if state["ocr"]:
                     texts.append((idx, "ocr", self.normalize(state["ocr"])))
+            state["rules"] = self._rule_signals(item, state)
         text_covered: set[int] = set()
         if texts and self.text_embedder is not None:
             t0 = time.perf_counter()
@@ -945,10 +953,29 @@ class Pipeline:
                 text_covered=idx in text_covered and items[idx].has_text,
                 image_covered=bool(state["image_covered"]),
                 ocr_text=state["ocr"],
+                rule_hits=state["rules"],
                 elapsed_ms=round(batch_ms, 3),
                 versions=dict(state["versions"]),
             ))
         return results
+
+    def _rule_signals(self, item: PreparedItem, state: dict[str, Any]) -> tuple[RuleHit, ...]:
+        """The policy's rules on the message, its conversation and OCR text: a `rule.<id>`
+        signal per hit (no score: a rule is a floor, not a probability; `rules.py`)."""
+        rules = self.policy.rules
+        if not len(rules):
+            return ()
+        t0 = time.perf_counter()
+        hits = rules.match(item.text, context=[m.text for m in item.context],
+                           ocr_text=state["ocr"])
+        elapsed = _ms(t0)
+        for h in hits:
+            state["signals"].append(Signal(
+                name=f"rule.{h.rule}", category=h.category, model="policy-rules",
+                elapsed_ms=round(elapsed, 3),
+                detail={"floor": h.floor, "where": h.where, "lists": ",".join(h.lists)},
+            ))
+        return hits
 
     def _image_signals(self, image: Image.Image, state: dict[str, Any]) -> None:
         signals: list[Signal] = state["signals"]
@@ -1145,7 +1172,8 @@ class Pipeline:
             signals=signals.signals if signals is not None else (),
             item=item,
         )
-        categories = self._category_scores(codes, combo)
+        hits = signals.rule_hits if signals is not None else ()
+        categories = self._floored(self._category_scores(codes, combo), hits)
         decision = _max_decision(*(c.decision for c in categories))
         notes: list[str] = []
         escalations = list(combo.escalations)
@@ -1203,6 +1231,8 @@ class Pipeline:
             parts.append(f"judge: {judge_out.rationale}")
         if gate is not None and not gate.allowed and gate.reason:
             parts.append(f"not settled by the gate: {gate.reason}")
+        if hits:
+            parts.append("policy rules: " + "; ".join(f"{h.label()}: {h.why}" for h in hits))
         if report:
             parts.append("reportable category blocked: a report is due after human confirmation")
         parts.extend(notes)
@@ -1229,6 +1259,41 @@ class Pipeline:
                 source=cs.source,
             ))
         return categories
+
+    def _floored(self, categories: list[CategoryScore],
+                 hits: Sequence[RuleHit]) -> list[CategoryScore]:
+        """Categories raised to the floors of the rules that fired (`rules.py`): a `review`
+        floor puts the score at least at the category's review threshold, `block` at its block
+        threshold; a `judge` floor only kept the item from the gate. The models (judge
+        included) can raise a category above a floor, never lower it below one."""
+        floors: dict[str, RuleHit] = {}
+        for h in hits:
+            if h.floor == "judge" or h.category is None \
+                    or h.category not in self.policy.spec.codes:
+                continue
+            have = floors.get(h.category)
+            if have is None or FLOOR_RANK[h.floor] > FLOOR_RANK[have.floor]:
+                floors[h.category] = h
+        if not floors:
+            return categories
+        thresholds = self.policy.thresholds()
+        scored = {c.code for c in categories}
+        unscored = [CategoryScore(code=code, score=0.0, decision=Decision.ALLOW, source="rule")
+                    for code in floors if code not in scored]
+        out: list[CategoryScore] = []
+        for c in [*categories, *unscored]:
+            hit = floors.get(c.code)
+            th = thresholds[c.code]
+            bar = th.block if hit is not None and hit.floor == "block" else th.review
+            if hit is None or c.score >= bar:
+                out.append(c)
+                continue
+            out.append(CategoryScore(
+                code=c.code, score=round(bar, 6), decision=th.decide(bar), source="rule",
+                rationale=f"rule {hit.rule} sets at least {hit.floor} (model score "
+                          f"{c.score:.2f})",
+            ))
+        return out
 
     def _error_verdict(
         self,
@@ -1258,6 +1323,8 @@ class Pipeline:
                 signals=signals.signals, item=item,
             )
             categories = self._category_scores(codes, combo)
+        if signals is not None and signals.ok:
+            categories = self._floored(categories, signals.rule_hits)
         if categories:
             top = sorted(categories, key=_worst_first)[:3]
             rationale += "; the signals that did run scored " + "; ".join(

@@ -21,7 +21,7 @@ import difflib
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from childguard.errors import UserError
+from childguard.rules import RULES_FILE, RuleSet, RulesSpec
 from childguard.schema import Decision, Message, Severity
 
 POLICY_FILE = "policy.yaml"
@@ -204,6 +205,8 @@ class Policy:
     item_template: str
     version: str
     path: Path
+    #: the policy's rules (`rules.yaml`, the recall floor); empty when the folder has none
+    rules: RuleSet = field(default_factory=RuleSet)
 
     @property
     def id(self) -> str:
@@ -279,11 +282,39 @@ def load_policy(path: Path) -> Policy:
     _check_placeholders(prompt_file, item_t, ITEM_PLACEHOLDERS, "item part")
     if "item" not in _placeholders(item_t):
         raise PolicyError(prompt_file, "{{item}}", "the item part must contain {{item}}")
-    version = hashlib.sha256(
-        b"policy.yaml\0" + raw_yaml + b"\0prompt.md\0" + raw_prompt
-    ).hexdigest()[:16]
-    return Policy(spec=spec, system_template=system_t, item_template=item_t, version=version,
-                  path=path)
+    rules = _load_rules(path / RULES_FILE, spec)
+    digest = hashlib.sha256(b"policy.yaml\0" + raw_yaml + b"\0prompt.md\0" + raw_prompt)
+    if rules.raw:
+        # the rules are part of what a verdict's policy_version names
+        digest.update(b"\0rules.yaml\0" + rules.raw)
+    return Policy(spec=spec, system_template=system_t, item_template=item_t,
+                  version=digest.hexdigest()[:16], path=path, rules=rules)
+
+
+def _load_rules(rules_file: Path, spec: PolicySpec) -> RuleSet:
+    """The policy's rules.yaml, validated, its examples checked; an empty set if absent."""
+    if not rules_file.is_file():
+        return RuleSet()
+    raw = rules_file.read_bytes()
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise PolicyError(rules_file, "(file)", f"not valid UTF-8 YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PolicyError(rules_file, "(root)", "must be a mapping with `terms` and `rules`")
+    try:
+        rules = RuleSet(RulesSpec.model_validate(data), raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        more = f" (and {len(exc.errors()) - 1} more errors)" if len(exc.errors()) > 1 else ""
+        raise PolicyError(rules_file, _loc_to_field(err["loc"], data),
+                          f"{err['msg']}{more}") from exc
+    problems = rules.check_categories(spec.codes) + rules.example_problems()
+    if problems:
+        field_name, _, message = problems[0].partition(": ")
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise PolicyError(rules_file, field_name, message + more)
+    return rules
 
 
 def list_policies(policies_dir: Path) -> list[Path]:

@@ -97,13 +97,17 @@ def validate(
         raise UserError(f"no policies found in {settings.policies_dir}")
     results = []
     for ref in refs:
-        p = load_policy(resolve_policy_path(ref, settings.policies_dir))  # raises PolicyError
-        results.append({"id": p.id, "version": p.version, "valid": True})
+        # raises PolicyError; loading also runs every rule's must/must-not examples
+        p = load_policy(resolve_policy_path(ref, settings.policies_dir))
+        examples = sum(len(r.must_match) + len(r.must_not_match) for r in p.rules.rules)
+        results.append({"id": p.id, "version": p.version, "valid": True,
+                         "rules": len(p.rules), "rule_examples": examples})
     if json_out:
         typer.echo(json.dumps(results, indent=2))
     else:
         for r in results:
-            typer.echo(f"ok  {r['id']}@{r['version']}")
+            typer.echo(f"ok  {r['id']}@{r['version']}  ({r['rules']} rules, "
+                       f"{r['rule_examples']} rule examples hold)")
 
 
 @app.command()

@@ -149,7 +149,8 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
-def load_openai_moderation(datasets_dir: Path | None = None) -> EvalDataset:
+def load_openai_moderation(datasets_dir: Path | None = None, *,
+                           unknown_negative: bool = False) -> EvalDataset:
     """The OpenAI moderation dev half: `S3` (sexual/minors) -> `sexual_minors`.
 
     Rows with `S3` unknown are left out (unknown is not negative). Rows flagged for other
@@ -161,6 +162,12 @@ def load_openai_moderation(datasets_dir: Path | None = None) -> EvalDataset:
     Every item carries a split, `train` or `test` (see `_stratified_halves`), so probes can be
     trained on `openai_moderation[train]` and the pipeline measured on `openai_moderation[test]`
     without the probe having seen the items it is scored on.
+
+    `unknown_negative=True` (the built-in `openai_moderation_all`) keeps the 348 rows whose S3
+    is unknown, as negatives: almost all of them carry no sexual annotation at all (345 have S
+    unknown too), and the held-out half this set comes from is scored that way (844 rows, 46
+    positives). They are split in halves of their own, so every S3-known row keeps exactly
+    the split it has in `openai_moderation` and runs on the two sets compare row for row.
     """
     root = datasets_dir or default_datasets_dir()
     path = _require(root / OPENAI_MODERATION_FILE, "OpenAI moderation dev half")
@@ -171,16 +178,25 @@ def load_openai_moderation(datasets_dir: Path | None = None) -> EvalDataset:
                 continue
             row = json.loads(line)
             s3 = row.get("S3")
-            if s3 is None:
+            if s3 is None and not unknown_negative:
                 continue
             other = sorted(k for k, v in row.items() if k not in ("prompt", "S3") and v == 1)
             items.append(EvalItem(
                 id=f"oai-{lineno}",
                 text=str(row["prompt"]),
-                labels={SEXUAL_MINORS: int(s3)},
-                meta={"other_flags": ",".join(other)},
+                labels={SEXUAL_MINORS: int(s3)} if s3 is not None else {},
+                meta={"other_flags": ",".join(other),
+                      **({"s3": "unknown"} if s3 is None else {})},
             ))
-    items = _stratified_halves(items, SEXUAL_MINORS)
+    known = _stratified_halves([it for it in items if it.labels], SEXUAL_MINORS)
+    unknown = [replace(it, labels={SEXUAL_MINORS: 0})
+               for it in _stratified_halves([it for it in items if not it.labels], SEXUAL_MINORS)]
+    by_id = {it.id: it for it in (*known, *unknown)}
+    items = [by_id[it.id] for it in items]
+    if unknown_negative:
+        return EvalDataset(
+            "openai_moderation_all", tuple(items), source=str(path),
+            description="OpenAI moderation dev half, every row; S3 unknown counted negative")
     return EvalDataset(
         "openai_moderation", tuple(items), source=str(path),
         description="OpenAI moderation dev half, S3 known (sexual/minors); other harms negative",
@@ -441,6 +457,7 @@ def load_reviews(
 
 BUILTIN = {
     "openai_moderation": "OpenAI moderation dev half (S3 known): sexual_minors positives/negatives",
+    "openai_moderation_all": "OpenAI moderation dev half, every row (S3 unknown as negative)",
     "xstest": "XSTest safe prompts: negatives (over-flagging)",
     "xstest_all": "XSTest safe + unsafe contrasts (pedophilia focus positive)",
 }
@@ -457,6 +474,8 @@ def load_dataset(ref: str, datasets_dir: Path | None = None) -> EvalDataset:
         splits = tuple(s.strip() for s in rest[:-1].split(",") if s.strip())
     if ref == "openai_moderation":
         ds = load_openai_moderation(datasets_dir)
+    elif ref == "openai_moderation_all":
+        ds = load_openai_moderation(datasets_dir, unknown_negative=True)
     elif ref == "xstest":
         ds = load_xstest(datasets_dir)
     elif ref == "xstest_all":
