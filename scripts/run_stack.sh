@@ -50,9 +50,11 @@ stop_one() {
 }
 
 # The gate needs text probes to let clearly benign items skip the judge. Train them once from
-# the labelled sets (the OpenAI moderation train half and our own set's train split; the test
-# halves stay unseen for `childguard eval run`). Without ../shared/datasets the service runs
-# without probes: every item then goes to the judge (slower, never less safe).
+# every labelled row we have (the recipe is selected by cross-validation, then what ships is
+# refit on all the data: the shipped probes are never what `childguard eval run` reports,
+# which trains its own probes in the run with --train-probes, cross-fitted on the evaluated
+# sets). Without ../shared/datasets the service runs without probes: every item then goes to
+# the judge (slower, never less safe).
 ensure_probes() {
   # probes count only if trained on the configured text embedder (features included)
   if "$BIN/python" -c "import sys; from childguard.settings import Settings; \
@@ -62,8 +64,8 @@ s = Settings.load(); keys = embedder_keys(build_text_embedder(s)); \
 sys.exit(0 if any(ProbeSet.load_default(s, embedder=k) for k in keys) else 1)" 2>/dev/null; then
     echo "probes present"
   elif [ -d ../shared/datasets ]; then
-    "$CG" eval train-probes -d 'openai_moderation[train]' \
-      -d 'evaluation_sets/child_safety_v1.jsonl[train]' --alias default --quiet
+    "$CG" eval train-probes -d openai_moderation_all \
+      -d evaluation_sets/child_safety_v1.jsonl --alias default --quiet
   else
     echo "no probes and no ../shared/datasets: the gate stays closed (every item is judged)"
   fi

@@ -125,6 +125,18 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
+def _ci(metrics: Mapping[str, float], key: str | None, digits: int = 3) -> str:
+    """`value [lo, hi]` with the run's bootstrap 95% interval when it logged one."""
+    v = _get(metrics, key)
+    if v is None or key is None:
+        return "n/a"
+    base, _, metric = key.rpartition(".")
+    lo, hi = (_get(metrics, f"{base}.{metric}_lo"), _get(metrics, f"{base}.{metric}_hi"))
+    if lo is None or hi is None:
+        return _fmt(v, digits)
+    return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
 def _own_codes(row: RunRow, prefix: str | None) -> list[str]:
     if prefix is None:
         return []
@@ -164,8 +176,8 @@ def quality_table(rows: Sequence[RunRow]) -> str:
     """A Markdown table, one line per run, in the order given."""
     own_codes: list[str] = sorted({c for r in rows
                                    for c in _own_codes(r, dataset_prefix(r.metrics, OWN))})
-    head = ["run", "configuration", "OAI S3 AUPRC", "OAI S3 recall", "XSTest FPR"]
-    head += ["own violating recall / benign blocked"]
+    head = ["run", "configuration", "OAI S3 AUPRC [95% CI]", "OAI S3 recall", "XSTest flagged"]
+    head += ["own violating recall / look-alikes flagged / look-alikes blocked"]
     head += [f"own {c} recall / FPR" for c in own_codes]
     head += ["review rate", "judge call rate", "p50 ms", "error rate"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -175,12 +187,14 @@ def quality_table(rows: Sequence[RunRow]) -> str:
         xs = dataset_prefix(m, XSTEST)
         own = dataset_prefix(m, OWN)
         cells = [f"{r.name} `{r.run_id[:8]}`", describe_config(r),
-                 _fmt(_get(m, oai and f"{oai}.{SEXUAL_MINORS}.auprc")),
-                 _fmt(_get(m, oai and f"{oai}.{SEXUAL_MINORS}.recall")),
+                 _ci(m, oai and f"{oai}.{SEXUAL_MINORS}.auprc"),
+                 _ci(m, oai and f"{oai}.{SEXUAL_MINORS}.recall"),
                  # any category flagged: XSTest's safe prompts are negatives for every code
-                 _fmt(_get(m, xs and f"{xs}.any.fpr"))]
-        # any category: violating items flagged (review or block) / look-alikes blocked
-        cells.append(f"{_fmt(_get(m, own and f'{own}.any.recall'), 2)} / "
+                 _ci(m, xs and f"{xs}.any.fpr")]
+        # any category: violating items flagged (review or block) / look-alikes flagged /
+        # look-alikes blocked (flagged is what costs reviewers; blocked is what users see)
+        cells.append(f"{_ci(m, own and f'{own}.any.recall', 2)} / "
+                     f"{_ci(m, own and f'{own}.any.fpr', 2)} / "
                      f"{_fmt(_get(m, own and f'{own}.any.block_fpr'), 2)}")
         for c in own_codes:
             rec = _get(m, own and f"{own}.{c}.recall")

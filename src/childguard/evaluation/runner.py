@@ -28,6 +28,7 @@ from childguard.evaluation.calibration import apply_calibration, load_calibratio
 from childguard.evaluation.datasets import EvalDataset
 from childguard.evaluation.metrics import (
     DEFAULT_FPR_TARGETS,
+    bootstrap_intervals,
     category_metrics,
     finite,
     percentile,
@@ -224,20 +225,22 @@ def _group_metrics(rows: Sequence[Prediction], codes: Sequence[str],
         lab = [p for p in valid if code in p.labels]
         if not lab:
             continue
-        cm = category_metrics(
-            [p.labels[code] for p in lab], [p.score(code) for p in lab],
-            [p.category_flagged(code) for p in lab], [p.category_blocked(code) for p in lab],
-            fpr_targets=fpr_targets,
-        )
+        labels, scores, flags = ([p.labels[code] for p in lab], [p.score(code) for p in lab],
+                                 [p.category_flagged(code) for p in lab])
+        cm = category_metrics(labels, scores, flags, [p.category_blocked(code) for p in lab],
+                              fpr_targets=fpr_targets)
         m.update({f"{code}.{k}": v for k, v in cm.as_flat().items()})
+        m.update({f"{code}.{k}": v
+                  for k, v in bootstrap_intervals(labels, scores, flags).items()})
     anyl = [(p, y) for p in valid if (y := _any(p)) is not None]
     if anyl:
-        cm = category_metrics(
-            [y for _, y in anyl], [max(p.scores.values(), default=0.0) for p, _ in anyl],
-            [p.flagged for p, _ in anyl], [p.decision == Decision.BLOCK.value for p, _ in anyl],
-            fpr_targets=fpr_targets,
-        )
+        ya = [y for _, y in anyl]
+        sa = [max(p.scores.values(), default=0.0) for p, _ in anyl]
+        fa = [p.flagged for p, _ in anyl]
+        cm = category_metrics(ya, sa, fa, [p.decision == Decision.BLOCK.value for p, _ in anyl],
+                              fpr_targets=fpr_targets)
         m.update({f"{ANY}.{k}": v for k, v in cm.as_flat().items()})
+        m.update({f"{ANY}.{k}": v for k, v in bootstrap_intervals(ya, sa, fa).items()})
     return m
 
 
@@ -343,6 +346,8 @@ def evaluate(
                                      folds=options.cross_fit, progress=options.progress,
                                      heads=eff.models.probe_heads)
             probe_judge_model.use_probes(judge_plan.final)
+    if plan is None:
+        refuse_seen_items(getattr(pipeline, "probes", None), datasets)
     params = run_params(policy, options, datasets, eff)
     if plan is not None:
         params["probes_trained_in_run"] = plan.description
@@ -392,6 +397,27 @@ def evaluate(
             close = getattr(pipeline, "close", None)
             if callable(close):
                 close()
+
+
+def refuse_seen_items(probes: Any, datasets: Sequence[EvalDataset]) -> None:
+    """Refuse a run whose (shipped) probes were fitted on items it would report.
+
+    Why: a number fit on the rows it is reported on is not a result. The probes `make run`
+    ships are refit on every labelled row; an evaluation must train its own in the run
+    (`--train-probes`, cross-fitted on the evaluated sets) or report sets they never saw."""
+    seen = set(getattr(probes, "trained_on", ()) or ())
+    if not seen:
+        return
+    overlap = {ds.name: sum(1 for it in ds if it.id in seen) for ds in datasets}
+    overlap = {k: v for k, v in overlap.items() if v}
+    if overlap:
+        sizes = {ds.name: len(ds) for ds in datasets}
+        where = ", ".join(f"{k}: {v} of {sizes[k]}" for k, v in sorted(overlap.items()))
+        raise UserError(
+            f"the pipeline's probes ({getattr(probes, 'model_version', '?')}) were trained on "
+            f"items this run would report ({where}); a number fit on the rows it reports is "
+            "not a result. Train probes in the run (--train-probes SET --cross-fit 5) or "
+            "evaluate sets the probes never saw")
 
 
 def log_artifacts(preds: Sequence[Prediction], codes: Sequence[str],

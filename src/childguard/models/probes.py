@@ -95,6 +95,9 @@ class ProbeSet:
     skipped: dict[str, str] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     version: str = ""
+    #: ids of the labelled items the probes were fitted on (ids only, no text): an evaluation
+    #: refuses to report these probes on any of them (`evaluation.runner.evaluate`)
+    trained_on: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.version:
@@ -137,6 +140,7 @@ class ProbeSet:
             "metrics": self.metrics,
             "created_at": self.created_at,
             "sha256": hashlib.sha256(self._arrays_bytes()).hexdigest(),
+            "trained_on": list(self.trained_on),
         }
         (out / _MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return out
@@ -180,6 +184,7 @@ class ProbeSet:
             skipped=manifest.get("skipped", {}),
             created_at=manifest.get("created_at", ""),
             version=manifest["version"],
+            trained_on=tuple(manifest.get("trained_on", ())),
         )
 
     @classmethod

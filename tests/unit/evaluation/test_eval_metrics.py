@@ -87,3 +87,47 @@ def test_f1_zero_when_positives_missed() -> None:
 def test_length_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="lengths differ"):
         category_metrics([1, 0], [0.1], [0, 0])
+
+
+def test_fast_average_precision_equals_sklearn_with_ties() -> None:
+    from sklearn.metrics import average_precision_score
+
+    from childguard.evaluation.metrics import _fast_ap
+
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        y = rng.integers(0, 2, 40)
+        if not y.any():
+            continue
+        s = np.round(rng.random(40), 1)  # many ties
+        assert _fast_ap(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+
+
+def test_bootstrap_intervals_bracket_the_estimate_and_are_reproducible() -> None:
+    from childguard.evaluation.metrics import bootstrap_intervals
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 300)
+    s = np.clip(y * 0.3 + rng.random(300) * 0.7, 0, 1)
+    f = (s > 0.5).astype(int)
+    ci = bootstrap_intervals(y, s, f)
+    cm = category_metrics(y, s, f)
+    for name, point in (("auprc", cm.auprc), ("recall", cm.recall), ("fpr", cm.fpr),
+                        ("flag_rate", cm.flag_rate)):
+        assert ci[f"{name}_lo"] <= point <= ci[f"{name}_hi"], name
+        assert ci[f"{name}_hi"] - ci[f"{name}_lo"] > 0.01  # 300 items: not a point
+    assert bootstrap_intervals(y, s, f) == ci
+    # fewer items, wider interval
+    small = bootstrap_intervals(y[:30], s[:30], f[:30])
+    assert small["recall_hi"] - small["recall_lo"] > ci["recall_hi"] - ci["recall_lo"]
+
+
+def test_bootstrap_intervals_leave_out_what_is_undefined() -> None:
+    from childguard.evaluation.metrics import bootstrap_intervals
+
+    negatives = bootstrap_intervals([0] * 50, [0.1] * 50, [0] * 49 + [1])
+    assert set(negatives) == {"fpr_lo", "fpr_hi", "flag_rate_lo", "flag_rate_hi"}
+    assert negatives["fpr_lo"] == 0.0 and negatives["fpr_hi"] > 0.0
+    positives = bootstrap_intervals([1] * 20, [0.9] * 20, [1] * 20)
+    assert "fpr_lo" not in positives and positives["recall_lo"] == 1.0
+    assert bootstrap_intervals([], [], []) == {}

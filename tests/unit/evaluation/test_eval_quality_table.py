@@ -37,6 +37,7 @@ FULL = {
     "child_safety_v1:test.grooming.fpr": 0.05,
     "child_safety_v1:test.any.recall": 0.8,
     "child_safety_v1:test.any.block_fpr": 0.03,
+    "child_safety_v1:test.any.fpr": 0.3,
     "review_rate": 0.3,
     "judge_call_rate": 0.6,
     "latency_p50_ms": 2512.4,
@@ -60,8 +61,9 @@ def test_table_rows_and_cells() -> None:
     first = lines[2]
     assert "`aaaaaaaa`" in first and "0.712" in first and "0.900" in first and "0.024" in first
     assert "0.75 / 0.05" in first and "| 2512 |" in first
-    # the own set's acceptance pair: violating items flagged / look-alikes blocked
-    assert "own violating recall / benign blocked" in lines[0] and "| 0.80 / 0.03 |" in first
+    # the own set's acceptance cells: violating flagged / look-alikes flagged / blocked
+    assert "own violating recall / look-alikes flagged / look-alikes blocked" in lines[0]
+    assert "| 0.80 / 0.30 / 0.03 |" in first
     second = lines[3]
     assert second.count("n/a") >= 7  # nothing measured but an undefined FPR: all n/a
 
@@ -117,3 +119,16 @@ def test_bad_record_line_names_file_and_line(tmp_path: Path) -> None:
     path.write_text('{"run_id": "x", "params": {}, "metrics": {}}\n{"params": 1}\n')
     with pytest.raises(ValueError, match=r"runs.jsonl:2: not a run record"):
         read_records(path)
+
+
+def test_cells_show_the_bootstrap_interval_when_the_run_logged_one() -> None:
+    with_ci = {**FULL,
+               "openai_moderation:test.sexual_minors.auprc_lo": 0.5,
+               "openai_moderation:test.sexual_minors.auprc_hi": 0.85,
+               "child_safety_v1:test.any.recall_lo": 0.61,
+               "child_safety_v1:test.any.recall_hi": 0.93,
+               "xstest.any.fpr_lo": 0.008}  # half an interval: shown without one
+    row = quality_table([_run("cccccccc3333", with_ci)]).strip().splitlines()[2]
+    assert "| 0.712 [0.500, 0.850] |" in row
+    assert "| 0.80 [0.61, 0.93] / 0.30 / 0.03 |" in row
+    assert "| 0.024 |" in row

@@ -162,3 +162,24 @@ def test_probe_on_reference_embedder_learns_words() -> None:
     probes = train_probes(X, {"topic": y}, embedder=emb.model_version)
     p = probes.predict(emb.embed_texts(["a camping trip this weekend", "the tax report"]))["topic"]
     assert p[0] > p[1]
+
+
+def test_training_item_ids_round_trip_and_a_run_on_them_is_refused(trained,
+                                                                    tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from childguard.evaluation.datasets import EvalDataset, EvalItem
+    from childguard.evaluation.runner import refuse_seen_items
+
+    probes, _, _ = trained
+    probes = replace(probes, trained_on=("oai-3", "cs1-v001"))
+    loaded = ProbeSet.load(probes.save(tmp_path))
+    assert loaded.trained_on == ("oai-3", "cs1-v001")
+    unseen = EvalDataset("fresh", (EvalItem(id="x-1", text="t", labels={"alpha": 0}),), "test")
+    refuse_seen_items(loaded, [unseen])  # nothing seen: no objection
+    seen = EvalDataset("openai_moderation:test", (
+        EvalItem(id="oai-3", text="t", labels={"alpha": 1}),
+        EvalItem(id="oai-4", text="t", labels={"alpha": 0})), "test")
+    with pytest.raises(UserError, match=r"openai_moderation:test: 1 of 2\).*--train-probes"):
+        refuse_seen_items(loaded, [unseen, seen])
+    refuse_seen_items(replace(loaded, trained_on=()), [seen])  # unknown training rows: allowed
