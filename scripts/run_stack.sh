@@ -65,7 +65,8 @@ sys.exit(0 if any(ProbeSet.load_default(s, embedder=k) for k in keys) else 1)" 2
     echo "probes present"
   elif [ -d ../shared/datasets ]; then
     "$CG" eval train-probes -d openai_moderation_all \
-      -d evaluation_sets/child_safety_v1.jsonl --alias default --quiet
+      -d evaluation_sets/child_safety_v1.jsonl -d evaluation_sets/child_safety_v2.jsonl \
+      --alias default --quiet
   else
     echo "no probes and no ../shared/datasets: the gate stays closed (every item is judged)"
   fi

@@ -268,9 +268,16 @@ def load_logged_probes(settings: Settings, ref: str, dst: Path | None = None) ->
 # -- probes trained inside an evaluation run (cross-fitting) ---------------------------------
 
 
+#: built-in sets that hold the same rows under another name (same item ids): one family, so
+#: a row trained on under one name and evaluated under the other is still cross-fitted
+_FAMILY = {"openai_moderation_all": "openai_moderation", "xstest_all": "xstest"}
+
+
 def _base(name: str) -> str:
-    """`openai_moderation:test` -> `openai_moderation`: item ids are unique within a base set."""
-    return name.split(":", 1)[0]
+    """`openai_moderation:test` -> `openai_moderation`: item ids are unique within a base set
+    (`openai_moderation_all` -> `openai_moderation`: the same rows)."""
+    base = name.split(":", 1)[0]
+    return _FAMILY.get(base, base)
 
 
 def stratified_folds(keys: Sequence[str], labels: Sequence[int], k: int) -> dict[str, int]:

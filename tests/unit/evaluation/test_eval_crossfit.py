@@ -110,3 +110,14 @@ def test_per_source_heads_fall_back_to_one_probe_when_a_source_is_too_small() ->
     assert not isinstance(plan.final.probes["grooming"], HeadedProbe)  # tiny: 2 positives
     assert plan.final.metrics["grooming"]["n"] == 30  # its rows are kept in the one probe
     assert head_sources({0: 1, 1: 0}, ["only", "only"]) == []
+
+
+def test_the_same_rows_under_two_builtin_names_are_one_family() -> None:
+    # openai_moderation_all holds openai_moderation's rows (same ids): training on one and
+    # evaluating the other must still be refused without cross-fitting, and cross-fitted with
+    all_rows = _set("openai_moderation_all", 20)
+    known = _set("openai_moderation:test", 8)
+    with pytest.raises(UserError, match="cross-fit"):
+        plan_probes(ReferenceTextEmbedder(), [all_rows], [known], folds=0)
+    plan = plan_probes(ReferenceTextEmbedder(), [all_rows], [known], folds=4)
+    assert all(plan.for_item("openai_moderation:test", it.id) is not plan.final for it in known)
