@@ -24,7 +24,8 @@ at most a few passes, so the function is idempotent):
    "wh@t"), every leet character of that word is mapped. Numbers, times and versions ("2024",
    "5pm", "mp3", "covid19") have no such interior digit and stay unchanged.
 6. Spaced-out letters: three or more single letters separated by spaces, dots, dashes,
-   underscores or asterisks ("s e c r e t", "s.e.c.r.e.t") are joined into one word.
+   underscores or asterisks ("s e c r e t", "s.e.c.r.e.t") are joined into one word. Symbols
+   and emoji standing between two letters ("m🔹e🔹e🔹t", "lo❤️ve") count as separators first.
 7. Whitespace collapsed to single spaces, trimmed.
 """
 
@@ -88,6 +89,7 @@ def _one_pass(text: str) -> str:
     text = _map_homoglyphs(text)
     text = unicodedata.normalize("NFKC", text.casefold())
     text = _strip_invisible(text)
+    text = _split_symbols(text)
     text = _join_spaced(text)
     text = " ".join(_unleet(tok) for tok in text.split(" "))
     return _WS.sub(" ", text).strip()
@@ -104,6 +106,32 @@ def _strip_invisible(text: str) -> str:
             continue
         chars.append(ch)
     return "".join(chars)
+
+
+def _is_symbol(ch: str) -> bool:
+    """Emoji and other symbols (and the variation selectors that style them)."""
+    return unicodedata.category(ch) in ("So", "Sk") or ch in "\ufe0e\ufe0f"
+
+
+def _split_symbols(text: str) -> str:
+    """A run of symbols between two letters becomes a space, so letters separated by emoji
+    are spaced-out letters (joined next) and "hi👋there" reads as two words."""
+    if not any(_is_symbol(ch) for ch in text):
+        return text
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if not _is_symbol(text[i]):
+            out.append(text[i])
+            i += 1
+            continue
+        j = i
+        while j < len(text) and _is_symbol(text[j]):
+            j += 1
+        between = i > 0 and text[i - 1].isalpha() and j < len(text) and text[j].isalpha()
+        out.append(" " if between else text[i:j])
+        i = j
+    return "".join(out)
 
 
 def _is_latin(ch: str) -> bool:

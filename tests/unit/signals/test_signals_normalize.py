@@ -30,6 +30,10 @@ from childguard.normalize import HOMOGLYPHS, normalize_text
         ("s.e.c.r.e.t", "secret"),
         ("g-a-r-d-e-n", "garden"),
         ("m 3 e t", "meet"),
+        ("m🔹e🔹e🔹t tomorrow", "meet tomorrow"),  # emoji between letters
+        ("lo\u2764\ufe0fve you", "lo ve you"),  # two letters only: not joined, but split
+        ("hi👋there 🙂", "hi there 🙂"),
+        ("5°C outside", "5°c outside"),  # a symbol after a digit stays
         ("  many    spaces  ", "many spaces"),
     ],
 )
