@@ -98,6 +98,19 @@ class EvalDataset:
         kept = tuple(it for it in self.items if it.split in names)
         return EvalDataset(f"{self.name}:{'-'.join(names)}", kept, self.source, self.description)
 
+    def only_codes(self, *codes: str) -> EvalDataset:
+        """The items with only the labels of `codes` (the others become unknown; items left
+        with no label are dropped); named `set:only-code1-code2`. For training a set only on
+        the categories it labels well (`set.jsonl[train]{grooming,sextortion}`)."""
+        unknown = sorted(set(codes) - set(self.codes))
+        if unknown:
+            raise UserError(f"{self.name} labels no {', '.join(unknown)}; it labels "
+                            f"{', '.join(self.codes) or 'nothing'}")
+        kept = tuple(replace(it, labels={c: v for c, v in it.labels.items() if c in codes})
+                     for it in self.items if any(c in it.labels for c in codes))
+        return EvalDataset(f"{self.name}:only-{'-'.join(codes)}", kept, self.source,
+                           self.description)
+
     def summary(self) -> dict[str, Any]:
         """Counts only (safe to print and log): size, positives/negatives per code, splits."""
         per_code: dict[str, dict[str, int]] = {}
@@ -466,9 +479,16 @@ BUILTIN = {
 def load_dataset(ref: str, datasets_dir: Path | None = None) -> EvalDataset:
     """A built-in name (see `BUILTIN`) or a path to a JSONL/CSV file in our format.
 
-    `name[split1,split2]` keeps only those splits, e.g. `my_set.jsonl[test]`.
+    `name[split1,split2]` keeps only those splits, e.g. `my_set.jsonl[test]`; a trailing
+    `{code1,code2}` keeps only those categories' labels (`EvalDataset.only_codes`).
     """
     splits: tuple[str, ...] = ()
+    codes: tuple[str, ...] = ()
+    if ref.endswith("}") and "{" in ref:
+        ref, _, rest = ref.rpartition("{")
+        codes = tuple(c.strip() for c in rest[:-1].split(",") if c.strip())
+        if not codes:
+            raise UserError(f"{ref}{{}}: name at least one category code between the braces")
     if ref.endswith("]") and "[" in ref:
         ref, _, rest = ref.partition("[")
         splits = tuple(s.strip() for s in rest[:-1].split(",") if s.strip())
@@ -485,7 +505,8 @@ def load_dataset(ref: str, datasets_dir: Path | None = None) -> EvalDataset:
     else:
         raise UserError(f"unknown dataset {ref!r}: use one of {', '.join(BUILTIN)} "
                         "or a path to a .jsonl/.csv file in the childguard format")
-    return ds.split(*splits) if splits else ds
+    ds = ds.split(*splits) if splits else ds
+    return ds.only_codes(*codes) if codes else ds
 
 
 def list_datasets(datasets_dir: Path | None = None,

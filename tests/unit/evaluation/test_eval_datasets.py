@@ -127,3 +127,33 @@ def test_openai_moderation_halves_are_stratified_and_stable(datasets_dir: Path) 
     assert sorted(pos) == [19, 20]  # the 39 positives split evenly
     assert abs(len(train) - len(test)) <= 2
     assert [it.split for it in load_openai_moderation(datasets_dir)] == [it.split for it in ds]
+
+
+def test_openai_moderation_all_counts_unknown_as_negative_and_keeps_splits(
+        datasets_dir: Path) -> None:
+    known = load_openai_moderation(datasets_dir)
+    every = load_dataset("openai_moderation_all", datasets_dir)
+    assert every.name == "openai_moderation_all" and len(every) == 39 + 449 + 348
+    assert every.summary()["labels"]["sexual_minors"] == {"positive": 39, "negative": 449 + 348}
+    split_of = {it.id: it.split for it in known}
+    assert all(split_of[it.id] == it.split for it in every if it.id in split_of)
+    unknown = [it for it in every if it.meta.get("s3") == "unknown"]
+    assert len(unknown) == 348 and {it.split for it in unknown} == {"train", "test"}
+    assert known.content_hash == load_openai_moderation(datasets_dir).content_hash
+
+
+def test_braces_keep_only_some_categories_labels(tmp_path: Path) -> None:
+    rows = [
+        {"id": "a", "text": "t", "labels": {"grooming": 1}, "split": "train"},
+        {"id": "b", "text": "t", "labels": {"sexual_minors": 1}, "split": "train"},
+        {"id": "c", "text": "t", "labels": {"grooming": 0, "sexual_minors": 0}, "split": "test"},
+    ]
+    path = tmp_path / "set.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = load_dataset(f"{path}[train,test]{{grooming}}")
+    assert ds.name == "set:train-test:only-grooming"
+    assert [(it.id, it.labels) for it in ds] == [("a", {"grooming": 1}), ("c", {"grooming": 0})]
+    with pytest.raises(UserError, match="labels no endangerment"):
+        load_dataset(f"{path}{{endangerment}}")
+    with pytest.raises(UserError, match="at least one category"):
+        load_dataset(f"{path}{{}}")
