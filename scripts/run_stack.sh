@@ -54,10 +54,11 @@ stop_one() {
 # refit on all the data: the shipped probes are never what `childguard eval run` reports,
 # which trains its own probes in the run with --train-probes, cross-fitted on the evaluated
 # sets). Without ../shared/datasets the service runs without probes: every item then goes to
-# the judge (slower, never less safe). child_safety_v2 trains grooming and sextortion only:
-# its endangerment rows teach a frozen-embedding probe "violent words", which flagged ~20% of
-# XSTest's safe prompts at the recall we want (an endangerment signal needs a fine-tuned
-# classifier or the judge; see docs/evaluation.md).
+# the judge (slower, never less safe). child_safety_v2 trains every category but
+# endangerment: its endangerment rows teach a frozen-embedding probe "violent words", which
+# flagged ~20% of XSTest's safe prompts at the recall we want (an endangerment signal needs a
+# fine-tuned classifier or the judge); its look-alikes are the negatives that keep the
+# sexual_minors probe off sex education (30% of v2 look-alikes flagged without them).
 ensure_probes() {
   # probes count only if trained on the configured text embedder (features included)
   if "$BIN/python" -c "import sys; from childguard.settings import Settings; \
@@ -69,7 +70,7 @@ sys.exit(0 if any(ProbeSet.load_default(s, embedder=k) for k in keys) else 1)" 2
   elif [ -d ../shared/datasets ]; then
     "$CG" eval train-probes -d openai_moderation_all \
       -d evaluation_sets/child_safety_v1.jsonl \
-      -d 'evaluation_sets/child_safety_v2.jsonl{grooming,sextortion}' \
+      -d 'evaluation_sets/child_safety_v2.jsonl{grooming,sextortion,sexual_minors,sexualised_commentary,abuse_material_trade}' \
       --alias default --quiet
   else
     echo "no probes and no ../shared/datasets: the gate stays closed (every item is judged)"

@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -261,19 +261,7 @@ def load_policy(path: Path) -> Policy:
                               f"{PROMPT_FILE}")
     raw_yaml = policy_file.read_bytes()
     raw_prompt = prompt_file.read_bytes()
-    try:
-        data = yaml.safe_load(raw_yaml.decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise PolicyError(policy_file, "(file)", f"not valid UTF-8 YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise PolicyError(policy_file, "(root)", "must be a mapping of policy fields")
-    try:
-        spec = PolicySpec.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = _loc_to_field(err["loc"], data)
-        more = f" (and {len(exc.errors()) - 1} more errors)" if len(exc.errors()) > 1 else ""
-        raise PolicyError(policy_file, field, f"{err['msg']}{more}") from exc
+    spec = _validated(policy_file, raw_yaml, PolicySpec, "a mapping of policy fields")
     if spec.id != path.name:
         raise PolicyError(policy_file, "id", f"is {spec.id!r} but the folder is {path.name!r}; "
                           "they must match")
@@ -296,25 +284,34 @@ def _load_rules(rules_file: Path, spec: PolicySpec) -> RuleSet:
     if not rules_file.is_file():
         return RuleSet()
     raw = rules_file.read_bytes()
-    try:
-        data = yaml.safe_load(raw.decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise PolicyError(rules_file, "(file)", f"not valid UTF-8 YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise PolicyError(rules_file, "(root)", "must be a mapping with `terms` and `rules`")
-    try:
-        rules = RuleSet(RulesSpec.model_validate(data), raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        more = f" (and {len(exc.errors()) - 1} more errors)" if len(exc.errors()) > 1 else ""
-        raise PolicyError(rules_file, _loc_to_field(err["loc"], data),
-                          f"{err['msg']}{more}") from exc
+    rules = RuleSet(_validated(rules_file, raw, RulesSpec, "a mapping with `terms` and `rules`"),
+                    raw)
     problems = rules.check_categories(spec.codes) + rules.example_problems()
     if problems:
         field_name, _, message = problems[0].partition(": ")
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise PolicyError(rules_file, field_name, message + more)
     return rules
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validated(file: Path, raw: bytes, model: type[_M], root: str) -> _M:
+    """`raw` (a YAML file's bytes) validated as `model`; a PolicyError names the file and the
+    field of the first problem."""
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise PolicyError(file, "(file)", f"not valid UTF-8 YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PolicyError(file, "(root)", f"must be {root}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        more = f" (and {len(exc.errors()) - 1} more errors)" if len(exc.errors()) > 1 else ""
+        raise PolicyError(file, _loc_to_field(err["loc"], data), f"{err['msg']}{more}") from exc
 
 
 def list_policies(policies_dir: Path) -> list[Path]:
