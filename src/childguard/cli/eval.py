@@ -243,9 +243,13 @@ def table_cmd(
         f"`{cmd}`\n{source}.\n\n"
         "Recall = share of violating items flagged (review or block) at the run's thresholds; "
         "FPR = share of non-violating items flagged. OAI = OpenAI moderation dev half "
-        "(the split named in the run), own = evaluation_sets/child_safety_v1.jsonl; "
-        "'own violating recall / benign blocked' = share of the set's violating items flagged "
-        "for any category / share of its benign look-alikes blocked.\n\n"
+        "(the split named in the run); v1 / v2 = evaluation_sets/child_safety_v1.jsonl / "
+        "child_safety_v2.jsonl (split named in the run); 'violating recall / look-alikes "
+        "flagged / look-alikes blocked' = share of the set's violating items flagged for any "
+        "category / share of its benign look-alikes flagged / blocked. [a, b] = bootstrap 95% "
+        "interval (1,000 resamples of the items). A run that reports a split its probes or "
+        "thresholds were fitted on is not a result: report runs train their probes in the run "
+        "(cross-fitted) and take thresholds calibrated on train/calib splits only.\n\n"
         + table, encoding="utf-8")
     typer.echo(f"wrote {out} ({len(rows)} runs"
                + (f"; {len(from_store)} recorded in {records}" if records and from_store

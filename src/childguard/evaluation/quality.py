@@ -35,6 +35,8 @@ SEXUAL_MINORS = "sexual_minors"
 OPENAI = "openai_moderation"
 XSTEST = "xstest"
 OWN = "child_safety_v1"
+#: our own sets, with the short label their columns carry
+OWN_SETS = (("v1", OWN), ("v2", "child_safety_v2"))
 
 
 @dataclass(frozen=True)
@@ -174,34 +176,41 @@ def describe_config(row: RunRow) -> str:
 
 def quality_table(rows: Sequence[RunRow]) -> str:
     """A Markdown table, one line per run, in the order given."""
-    own_codes: list[str] = sorted({c for r in rows
-                                   for c in _own_codes(r, dataset_prefix(r.metrics, OWN))})
+    own_codes = {fam: sorted({c for r in rows
+                              for c in _own_codes(r, dataset_prefix(r.metrics, fam))})
+                 for _, fam in OWN_SETS}
     head = ["run", "configuration", "OAI S3 AUPRC [95% CI]", "OAI S3 recall", "XSTest flagged"]
-    head += ["own violating recall / look-alikes flagged / look-alikes blocked"]
-    head += [f"own {c} recall / FPR" for c in own_codes]
-    head += ["review rate", "judge call rate", "p50 ms", "error rate"]
+    for label, fam in OWN_SETS:
+        head += [f"{label} violating recall / look-alikes flagged / look-alikes blocked"]
+        head += [f"{label} {c} recall / FPR" for c in own_codes[fam]]
+    head += ["review rate", "judge call rate (OAI / XSTest / v1 / v2)", "p50 ms", "error rate"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         m = r.metrics
         oai = dataset_prefix(m, OPENAI)
         xs = dataset_prefix(m, XSTEST)
-        own = dataset_prefix(m, OWN)
         cells = [f"{r.name} `{r.run_id[:8]}`", describe_config(r),
                  _ci(m, oai and f"{oai}.{SEXUAL_MINORS}.auprc"),
                  _ci(m, oai and f"{oai}.{SEXUAL_MINORS}.recall"),
                  # any category flagged: XSTest's safe prompts are negatives for every code
                  _ci(m, xs and f"{xs}.any.fpr")]
-        # any category: violating items flagged (review or block) / look-alikes flagged /
-        # look-alikes blocked (flagged is what costs reviewers; blocked is what users see)
-        cells.append(f"{_ci(m, own and f'{own}.any.recall', 2)} / "
-                     f"{_ci(m, own and f'{own}.any.fpr', 2)} / "
-                     f"{_fmt(_get(m, own and f'{own}.any.block_fpr'), 2)}")
-        for c in own_codes:
-            rec = _get(m, own and f"{own}.{c}.recall")
-            fpr = _get(m, own and f"{own}.{c}.fpr")
-            cells.append(f"{_fmt(rec, 2)} / {_fmt(fpr, 2)}")
+        for _, fam in OWN_SETS:
+            own = dataset_prefix(m, fam)
+            # any category: violating items flagged (review or block) / look-alikes flagged /
+            # look-alikes blocked (flagged is what costs reviewers; blocked is what users see)
+            cells.append(f"{_ci(m, own and f'{own}.any.recall', 2)} / "
+                         f"{_ci(m, own and f'{own}.any.fpr', 2)} / "
+                         f"{_fmt(_get(m, own and f'{own}.any.block_fpr'), 2)}")
+            for c in own_codes[fam]:
+                rec = _get(m, own and f"{own}.{c}.recall")
+                fpr = _get(m, own and f"{own}.{c}.fpr")
+                cells.append(f"{_fmt(rec, 2)} / {_fmt(fpr, 2)}")
         p50 = _get(m, "latency_p50_ms")
-        cells += [_fmt(_get(m, "review_rate")), _fmt(_get(m, "judge_call_rate")),
+        per_set = " / ".join(
+            _fmt(_get(m, pre and f"{pre}.judge_call_rate"), 2)
+            for pre in (oai, xs, *(dataset_prefix(m, fam) for _, fam in OWN_SETS)))
+        cells += [_fmt(_get(m, "review_rate")),
+                  f"{_fmt(_get(m, 'judge_call_rate'))} ({per_set})",
                   "n/a" if p50 is None else f"{p50:.0f}", _fmt(_get(m, "error_rate"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

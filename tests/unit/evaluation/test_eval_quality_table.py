@@ -57,15 +57,17 @@ def test_table_rows_and_cells() -> None:
     table = quality_table([_run("aaaaaaaa1111", FULL), _run("bbbbbbbb2222", sparse)])
     lines = table.strip().splitlines()
     assert len(lines) == 4  # header, rule, two runs
-    assert "own grooming recall / FPR" in lines[0] and "own any" not in lines[0]
+    assert "v1 grooming recall / FPR" in lines[0] and "v1 any" not in lines[0]
+    assert "v2 grooming" not in lines[0]  # no run measured v2: no per-category v2 columns
     first = lines[2]
     assert "`aaaaaaaa`" in first and "0.712" in first and "0.900" in first and "0.024" in first
     assert "0.75 / 0.05" in first and "| 2512 |" in first
     # the own set's acceptance cells: violating flagged / look-alikes flagged / blocked
-    assert "own violating recall / look-alikes flagged / look-alikes blocked" in lines[0]
+    assert "v1 violating recall / look-alikes flagged / look-alikes blocked" in lines[0]
     assert "| 0.80 / 0.30 / 0.03 |" in first
     second = lines[3]
     assert second.count("n/a") >= 7  # nothing measured but an undefined FPR: all n/a
+    assert "| 0.600 (n/a / n/a / n/a / n/a) |" in first  # judge call rate, per set when logged
 
 
 def test_config_cell_says_judge_gate_probes_and_calibration() -> None:
@@ -132,3 +134,17 @@ def test_cells_show_the_bootstrap_interval_when_the_run_logged_one() -> None:
     assert "| 0.712 [0.500, 0.850] |" in row
     assert "| 0.80 [0.61, 0.93] / 0.30 / 0.03 |" in row
     assert "| 0.024 |" in row
+
+
+def test_v2_columns_and_per_set_judge_call_rates() -> None:
+    m = {**FULL, "child_safety_v2:test.items": 360.0, "child_safety_v2:test.any.recall": 0.9,
+         "child_safety_v2:test.any.fpr": 0.04, "child_safety_v2:test.any.block_fpr": 0.0,
+         "child_safety_v2:test.sextortion.recall": 0.85,
+         "child_safety_v2:test.sextortion.fpr": 0.02,
+         "openai_moderation:test.judge_call_rate": 0.25, "xstest.judge_call_rate": 0.04,
+         "child_safety_v2:test.judge_call_rate": 0.5}
+    lines = quality_table([_run("dddddddd4444", m)]).strip().splitlines()
+    assert "v2 sextortion recall / FPR" in lines[0]
+    row = lines[2]
+    assert "| 0.90 / 0.04 / 0.00 |" in row and "| 0.85 / 0.02 |" in row
+    assert "| 0.600 (0.25 / 0.04 / n/a / 0.50) |" in row
