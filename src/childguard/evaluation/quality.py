@@ -183,7 +183,8 @@ def quality_table(rows: Sequence[RunRow]) -> str:
     for label, fam in OWN_SETS:
         head += [f"{label} violating recall / look-alikes flagged / look-alikes blocked"]
         head += [f"{label} {c} recall / FPR" for c in own_codes[fam]]
-    head += ["review rate", "judge call rate (OAI / XSTest / v1 / v2)", "p50 ms", "error rate"]
+    head += ["review rate", "judge call rate (OAI / XSTest / v1 / v2)",
+             "p50 ms (all / without judge)", "error rate"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         m = r.metrics
@@ -205,12 +206,13 @@ def quality_table(rows: Sequence[RunRow]) -> str:
                 rec = _get(m, own and f"{own}.{c}.recall")
                 fpr = _get(m, own and f"{own}.{c}.fpr")
                 cells.append(f"{_fmt(rec, 2)} / {_fmt(fpr, 2)}")
-        p50 = _get(m, "latency_p50_ms")
+        p50, p50_cheap = _get(m, "latency_p50_ms"), _get(m, "latency_p50_unjudged_ms")
         per_set = " / ".join(
             _fmt(_get(m, pre and f"{pre}.judge_call_rate"), 2)
             for pre in (oai, xs, *(dataset_prefix(m, fam) for _, fam in OWN_SETS)))
         cells += [_fmt(_get(m, "review_rate")),
                   f"{_fmt(_get(m, 'judge_call_rate'))} ({per_set})",
-                  "n/a" if p50 is None else f"{p50:.0f}", _fmt(_get(m, "error_rate"))]
+                  " / ".join("n/a" if v is None else f"{v:.0f}" for v in (p50, p50_cheap)),
+                  _fmt(_get(m, "error_rate"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -221,6 +221,10 @@ def _group_metrics(rows: Sequence[Prediction], codes: Sequence[str],
     m["latency_p50_ms"] = percentile(lat, 50)
     m["latency_p95_ms"] = percentile(lat, 95)
     m["latency_mean_ms"] = float(np.mean(lat))
+    # the cheap path on its own: what a product service waits for most items
+    unjudged = [p.latency_ms for p in valid if not p.judged]
+    if unjudged:
+        m["latency_p50_unjudged_ms"] = percentile(unjudged, 50)
     for code in codes:
         lab = [p for p in valid if code in p.labels]
         if not lab:

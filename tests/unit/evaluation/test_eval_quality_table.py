@@ -61,7 +61,7 @@ def test_table_rows_and_cells() -> None:
     assert "v2 grooming" not in lines[0]  # no run measured v2: no per-category v2 columns
     first = lines[2]
     assert "`aaaaaaaa`" in first and "0.712" in first and "0.900" in first and "0.024" in first
-    assert "0.75 / 0.05" in first and "| 2512 |" in first
+    assert "0.75 / 0.05" in first and "| 2512 / n/a |" in first
     # the own set's acceptance cells: violating flagged / look-alikes flagged / blocked
     assert "v1 violating recall / look-alikes flagged / look-alikes blocked" in lines[0]
     assert "| 0.80 / 0.30 / 0.03 |" in first

@@ -64,3 +64,16 @@ def test_flips() -> None:
     flips, only_a, only_b = compare_predictions(a, b)
     assert [(f.id, f.a, f.b) for f in flips] == [("x", "review", "allow")]
     assert (only_a, only_b) == (["z"], ["w"])
+
+
+def test_latency_of_items_that_skip_the_judge_is_reported_apart() -> None:
+    from dataclasses import replace
+
+    preds = [replace(_p("a", 1, 0.9, "review"), latency_ms=3000.0),
+             replace(_p("b", 0, 0.1, "allow", judged=False), latency_ms=10.0),
+             replace(_p("c", 0, 0.1, "allow", judged=False), latency_ms=20.0)]
+    m = compute_metrics(preds, ["sexual_minors"])
+    assert m["d.latency_p50_ms"] == pytest.approx(20.0)
+    assert m["d.latency_p50_unjudged_ms"] == pytest.approx(15.0)
+    judged_only = compute_metrics(preds[:1], ["sexual_minors"])
+    assert "d.latency_p50_unjudged_ms" not in judged_only
