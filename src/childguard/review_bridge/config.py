@@ -186,6 +186,12 @@ def model_summary(verdict: Verdict) -> str:
     ]
     if verdict.hash_matches:
         lines.append("Hash matches: " + ", ".join(sorted({m.bank for m in verdict.hash_matches})))
+    rules = [s for s in verdict.signals if s.name.startswith("rule.")]
+    if rules:
+        # the policy authors' rules that fired, by id (never the matched words)
+        lines.append("Policy rules: " + ", ".join(
+            f"{s.name.removeprefix('rule.')} ({s.category or 'no category'}, floor "
+            f"{s.detail.get('floor', '?')})" for s in rules))
     if verdict.rationale:
         lines.append(f"Rationale: {verdict.rationale}")
     if verdict.errors:

@@ -79,3 +79,21 @@ def test_prediction_carries_categories_scores_and_rationale() -> None:
     by_name = {r["from_name"]: r["value"] for r in pred["result"]}
     assert by_name[CATEGORIES_FIELD]["choices"] == ["sextortion"]
     assert "sextortion 0.70" in by_name["model_suggestion"]["text"][0]
+
+
+def test_model_summary_names_the_policy_rules_that_fired() -> None:
+    from childguard.review_bridge.config import model_summary
+    from childguard.schema import Signal
+
+    pol = policy()
+    plain = review_verdict("r1", pol)
+    assert "Policy rules" not in model_summary(plain)
+    ruled = plain.model_copy(update={"signals": (
+        Signal(name="rule.grooming_secrecy_with_child", category="grooming",
+               detail={"floor": "review", "where": "message", "lists": "secrecy,minor"}),
+        Signal(name="rule.classifier_directed_text", detail={"floor": "judge"}),
+        Signal(name="probe.text", category="grooming", score=0.4),
+    )})
+    line = next(x for x in model_summary(ruled).splitlines() if x.startswith("Policy rules"))
+    assert line == ("Policy rules: grooming_secrecy_with_child (grooming, floor review), "
+                    "classifier_directed_text (no category, floor judge)")
