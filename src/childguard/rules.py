@@ -237,13 +237,14 @@ class RuleSet:
             return ()
         docs: list[tuple[str, _Doc]] = []
         if text:
-            docs.append(("message", _Doc(prepare_text(text))))
+            message = prepare_text(text)
+            docs.append(("message", _Doc(message)))
             if context:
                 before = " \n ".join(prepare_text(c) for c in context if c)
                 if before:
                     joined = before + " \n "
                     docs.append(("conversation",
-                                 _Doc(joined + prepare_text(text), message_from=len(joined))))
+                                 _Doc(joined + message, message_from=len(joined))))
         if ocr_text:
             docs.append(("ocr", _Doc(prepare_text(ocr_text))))
         hits: list[RuleHit] = []
