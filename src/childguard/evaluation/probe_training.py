@@ -154,7 +154,8 @@ def train_from_datasets(
     probes = fit_probes(X, labels, embedder=embedder.model_version, folds=folds,
                         C=probe_C(embedder), sources=[_base(i) for i in ids],
                         heads=settings.models.probe_heads)
-    probes.trained_on = tuple(sorted({i.split(":", 1)[1] for i in ids}))
+    # the items' own ids: a key's set name may itself hold ':' (`set:train:only-...`)
+    probes.trained_on = tuple(sorted({it.id for ds in datasets for it in ds if it.text}))
     flat = {f"{code}.{k}": float(v) for code, m in probes.metrics.items() for k, v in m.items()}
     saved = probes.save(settings.probes_dir) if save else None
     run_id = None

@@ -149,13 +149,16 @@ def test_train_probes_save_log_and_load_by_alias(eval_settings: Settings) -> Non
 
     items = [EvalItem(id=f"p{i}", text=f"note {i} {'amber' if i % 3 == 0 else 'slate'} tone",
                       labels={"grooming": int(i % 3 == 0)}) for i in range(60)]
-    ds = EvalDataset("probe-synth", tuple(items), source="test")
+    # a split-named set (as `set.jsonl[train]` gives): its name holds ':' too
+    ds = EvalDataset("probe-synth:train", tuple(items), source="test")
     tr = train_from_datasets(eval_settings, [ds], embedder=ReferenceTextEmbedder(),
                              alias="champion", folds=3, progress=False)
     assert tr.probes.categories == ("grooming",)
     assert tr.metrics["grooming.auprc_cv"] > 0.9
     found = ProbeSet.load_default(eval_settings)
     assert found is not None and found.version == tr.probes.version
+    # the saved probes name the items' own ids, so an eval on them is refused
+    assert sorted(found.trained_on) == sorted(it.id for it in items)
     client = tracking.configure(eval_settings)
     assert client.get_run(str(tr.run_id)).data.metrics["grooming.auprc_cv"] > 0.9
     by_alias = load_logged_probes(eval_settings, "champion")
