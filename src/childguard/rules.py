@@ -248,10 +248,11 @@ class RuleSet:
         if ocr_text:
             docs.append(("ocr", _Doc(prepare_text(ocr_text))))
         hits: list[RuleHit] = []
+        fired: set[str] = set()
         for where, doc in docs:
             positions = {name: self._positions(name, doc) for name in self._terms}
             for rule in self.spec.rules:
-                if any(h.rule == rule.id for h in hits):
+                if rule.id in fired:
                     continue
                 if any(positions[n] for n in rule.unless):
                     continue
@@ -259,6 +260,7 @@ class RuleSet:
                     names = tuple(n for n in (*rule.all, *rule.any) if positions[n])
                     hits.append(RuleHit(rule=rule.id, category=rule.category, floor=rule.floor,
                                         lists=names, where=where, why=rule.why))
+                    fired.add(rule.id)
         return tuple(hits)
 
     def _positions(self, name: str, doc: _Doc) -> list[tuple[int, bool]]:
@@ -283,24 +285,19 @@ class RuleSet:
         Returns one line per broken example (empty when all hold)."""
         problems: list[str] = []
         for rule in self.spec.rules:
-            for i, ex in enumerate(rule.must_match):
-                try:
-                    fired = any(h.rule == rule.id for h in self.match(self.expand(ex)))
-                except ValueError as exc:
-                    problems.append(f"rules.{rule.id}.must_match[{i}]: {exc}")
-                    continue
-                if not fired:
-                    problems.append(f"rules.{rule.id}.must_match[{i}]: the rule does not fire "
-                                    "on this example")
-            for i, ex in enumerate(rule.must_not_match):
-                try:
-                    fired = any(h.rule == rule.id for h in self.match(self.expand(ex)))
-                except ValueError as exc:
-                    problems.append(f"rules.{rule.id}.must_not_match[{i}]: {exc}")
-                    continue
-                if fired:
-                    problems.append(f"rules.{rule.id}.must_not_match[{i}]: the rule fires on "
-                                    "this example")
+            for field, examples, should_fire in (("must_match", rule.must_match, True),
+                                                 ("must_not_match", rule.must_not_match, False)):
+                for i, ex in enumerate(examples):
+                    where = f"rules.{rule.id}.{field}[{i}]"
+                    try:
+                        fired = any(h.rule == rule.id for h in self.match(self.expand(ex)))
+                    except ValueError as exc:
+                        problems.append(f"{where}: {exc}")
+                        continue
+                    if fired != should_fire:
+                        problems.append(f"{where}: the rule " + (
+                            "does not fire on this example" if should_fire
+                            else "fires on this example"))
         return problems
 
     def check_categories(self, codes: Sequence[str]) -> list[str]:

@@ -229,23 +229,24 @@ def _group_metrics(rows: Sequence[Prediction], codes: Sequence[str],
         lab = [p for p in valid if code in p.labels]
         if not lab:
             continue
-        labels, scores, flags = ([p.labels[code] for p in lab], [p.score(code) for p in lab],
-                                 [p.category_flagged(code) for p in lab])
-        cm = category_metrics(labels, scores, flags, [p.category_blocked(code) for p in lab],
-                              fpr_targets=fpr_targets)
-        m.update({f"{code}.{k}": v for k, v in cm.as_flat().items()})
-        m.update({f"{code}.{k}": v
-                  for k, v in bootstrap_intervals(labels, scores, flags).items()})
+        m.update(_scored(code, [p.labels[code] for p in lab], [p.score(code) for p in lab],
+                         [p.category_flagged(code) for p in lab],
+                         [p.category_blocked(code) for p in lab], fpr_targets))
     anyl = [(p, y) for p in valid if (y := _any(p)) is not None]
     if anyl:
-        ya = [y for _, y in anyl]
-        sa = [max(p.scores.values(), default=0.0) for p, _ in anyl]
-        fa = [p.flagged for p, _ in anyl]
-        cm = category_metrics(ya, sa, fa, [p.decision == Decision.BLOCK.value for p, _ in anyl],
-                              fpr_targets=fpr_targets)
-        m.update({f"{ANY}.{k}": v for k, v in cm.as_flat().items()})
-        m.update({f"{ANY}.{k}": v for k, v in bootstrap_intervals(ya, sa, fa).items()})
+        m.update(_scored(ANY, [y for _, y in anyl],
+                         [max(p.scores.values(), default=0.0) for p, _ in anyl],
+                         [p.flagged for p, _ in anyl],
+                         [p.decision == Decision.BLOCK.value for p, _ in anyl], fpr_targets))
     return m
+
+
+def _scored(code: str, labels: Sequence[int], scores: Sequence[float], flags: Sequence[bool],
+            blocks: Sequence[bool], fpr_targets: Sequence[float]) -> dict[str, float]:
+    """One category's metrics and their bootstrap intervals, under `<code>.`."""
+    cm = category_metrics(labels, scores, flags, blocks, fpr_targets=fpr_targets)
+    return {f"{code}.{k}": v for k, v in
+            {**cm.as_flat(), **bootstrap_intervals(labels, scores, flags)}.items()}
 
 
 def _any(p: Prediction) -> int | None:
