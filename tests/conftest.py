@@ -27,6 +27,16 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def policy_copy(tmp_path: Path) -> Path:
+    """A writable copy of the shipped child_safety policy folder, to break on purpose."""
+    import shutil
+
+    dst = tmp_path / "policies" / "child_safety"
+    shutil.copytree(POLICIES / "child_safety", dst)
+    return dst
+
+
+@pytest.fixture
 def datasets_dir() -> Path:
     if not DATASETS.is_dir():
         pytest.skip(f"shared datasets not present at {DATASETS} (see ../shared/datasets/README.md)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ from childguard.schema import Decision, Message
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 TAXONOMY = {"sexual_minors", "grooming", "sextortion", "sexualised_commentary",
             "abuse_material_trade", "endangerment"}
-
-
-@pytest.fixture
-def policy_copy(tmp_path: Path) -> Path:
-    dst = tmp_path / "policies" / "child_safety"
-    shutil.copytree(POLICIES / "child_safety", dst)
-    return dst
 
 
 def _edit_yaml(folder: Path, edit) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,6 @@ rules are tested through their own examples, which `load_policy` checks.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -176,13 +175,6 @@ def test_empty_rule_set_matches_nothing() -> None:
 
 
 # -- the policy folder ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def policy_copy(tmp_path: Path) -> Path:
-    dst = tmp_path / "policies" / "child_safety"
-    shutil.copytree(POLICIES / "child_safety", dst)
-    return dst
 
 
 def _edit_rules(folder: Path, edit) -> None:  # type: ignore[no-untyped-def]
