@@ -83,6 +83,13 @@ def run_cmd(
     cross_fit: int = typer.Option(
         0, "--cross-fit", help="with --train-probes: score evaluated items that are also "
         "training items out of fold, with K folds (e.g. 5)"),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="compute every stage (default: judge answers and text "
+        "embeddings already computed under the same model, settings and prompt are replayed "
+        "from <home>/eval_cache)"),
+    shard: str | None = typer.Option(
+        None, "--shard", help="K/N: only every N-th item from the K-th of each set, to fill "
+        "the cache in chunks that each fit a working session (then run without --shard)"),
     datasets_dir: Path | None = typer.Option(None, "--datasets-dir"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     json_out: bool = typer.Option(False, "--json", help="print run id and metrics as JSON"),
@@ -97,7 +104,8 @@ def run_cmd(
                          stage_timeout_s=stage_timeout,
                          probe_train=tuple(_datasets(train_probes, datasets_dir))
                          if train_probes else (),
-                         cross_fit=cross_fit)
+                         cross_fit=cross_fit, cache=not no_cache,
+                         shard=_parse_shard(shard))
     if cross_fit and not train_probes:
         raise UserError("--cross-fit needs --train-probes (the sets the run trains on)")
     if cross_fit == 1 or cross_fit < 0:
@@ -109,8 +117,8 @@ def run_cmd(
         return
     m = result.metrics
     typer.echo(f"run {result.run_id}  policy {result.policy.id}@{result.policy.version}")
-    for ds in sets:
-        p = ds.name
+    # the run's own set names (a --shard or --limit run names its slices)
+    for ds, p in zip(sets, result.params["datasets"].split(","), strict=True):
         typer.echo(f"  {p}: items {int(m.get(f'{p}.items', 0))}  "
                    f"review_rate {_fmt(m.get(f'{p}.review_rate'))}  "
                    f"judge_call_rate {_fmt(m.get(f'{p}.judge_call_rate'))}  "
@@ -120,6 +128,10 @@ def run_cmd(
                        f"recall {_fmt(m.get(f'{p}.{code}.recall'))}  "
                        f"precision {_fmt(m.get(f'{p}.{code}.precision'))}  "
                        f"FPR {_fmt(m.get(f'{p}.{code}.fpr'))}")
+    cached = {k: int(v) for k, v in m.items() if k.startswith("cache.")}
+    typer.echo(f"  wall {_fmt(m.get('run_wall_s'))} s"
+               + (f"  {'  '.join(f'{k} {v}' for k, v in sorted(cached.items()))}"
+                  if cached else ""))
 
 
 @app.command("compare")
@@ -254,6 +266,21 @@ def table_cmd(
     typer.echo(f"wrote {out} ({len(rows)} runs"
                + (f"; {len(from_store)} recorded in {records}" if records and from_store
                   else "") + ")")
+
+
+def _parse_shard(raw: str | None) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    k, sep, n = raw.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        shard = (int(k), int(n))
+    except ValueError:
+        raise UserError(f"--shard must be K/N, e.g. 2/8; received {raw!r}") from None
+    if shard[1] < 1 or not 1 <= shard[0] <= shard[1]:
+        raise UserError(f"--shard K/N needs 1 <= K <= N; received {raw!r}")
+    return shard
 
 
 @app.command("calibrate")

@@ -92,6 +92,16 @@ class EvalDataset:
             raise UserError(f"--limit must be a positive number of items; received {n}")
         return EvalDataset(self.name, self.items[:n], self.source, self.description)
 
+    def shard(self, k: int, n: int) -> EvalDataset:
+        """Shard `k` of `n` (1-based): every n-th item from the k-th, a stable slice for
+        filling the evaluation cache in chunks (`eval run --shard K/N`); named `set:shard-KofN`."""
+        if n < 1 or not 1 <= k <= n:
+            raise UserError(f"--shard K/N needs 1 <= K <= N; received {k}/{n}")
+        if n == 1:
+            return self
+        return EvalDataset(f"{self.name}:shard-{k}of{n}", self.items[k - 1::n], self.source,
+                           self.description)
+
     def split(self, *names: str) -> EvalDataset:
         """Only the items whose split is one of `names`; named `set:split` (`set:dev-test`), a
         form MLflow accepts in parameter and metric keys (brackets it rejects)."""

@@ -73,6 +73,10 @@ class RunOptions:
     #: evaluated item that is also a training item is scored out of fold (`cross_fit` folds)
     probe_train: tuple[EvalDataset, ...] = ()
     cross_fit: int = 0
+    #: read and fill the stage-output cache (evaluation/stage_cache.py); off: compute all
+    cache: bool = True
+    #: (k, n): evaluate only shard k of n of every set (to fill the cache in chunks)
+    shard: tuple[int, int] | None = None
 
 
 @dataclass
@@ -145,11 +149,13 @@ def build_text_pipeline(settings: Settings, policy: Policy, *, judge: bool = Tru
 
 def predict(pipeline: Classifier, datasets: Sequence[EvalDataset], *,
             progress: bool = True, probe_plan: Any = None,
-            judge_plan: Any = None) -> list[Prediction]:
+            judge_plan: Any = None, cache: Any = None) -> list[Prediction]:
     """Classify every item with text; rows carry ids, labels, scores and decisions only.
     With a `probe_plan` (probes trained in the run) each item is scored by the probe set the
     plan names for it (out of fold for training items); `judge_plan` does the same for the
-    probe judge's probes (judge backend llm_probe)."""
+    probe judge's probes (judge backend llm_probe). With a stage `cache`, an item's latency
+    includes the recorded time of the stage outputs it replayed (what the service would
+    spend), not only the replay's."""
     from tqdm import tqdm
 
     total = sum(len(ds) for ds in datasets)
@@ -169,6 +175,8 @@ def predict(pipeline: Classifier, datasets: Sequence[EvalDataset], *,
                 if judge_plan is not None:
                     pipeline.judge.use_probes(  # type: ignore[attr-defined]
                         judge_plan.for_item(ds.name, it.id))
+                if cache is not None:
+                    cache.take_replayed_ms()
                 t0 = time.perf_counter()
                 try:
                     verdict = pipeline.classify(item)
@@ -180,9 +188,11 @@ def predict(pipeline: Classifier, datasets: Sequence[EvalDataset], *,
                         extra={"error": type(exc).__name__},
                     ))
                     continue
+                latency = (time.perf_counter() - t0) * 1000
+                if cache is not None:
+                    latency += cache.take_replayed_ms()
                 preds.append(from_verdict(verdict, dataset=ds.name, labels=it.labels,
-                                          split=it.split,
-                                          latency_ms=(time.perf_counter() - t0) * 1000))
+                                          split=it.split, latency_ms=latency))
     return preds
 
 
@@ -282,6 +292,8 @@ def run_params(policy: Policy, options: RunOptions, datasets: Sequence[EvalDatas
         "stage_timeout_s": f"{settings.serve.stage_timeout_s:g}",
         "calibration": str(options.calibration),
         "limit": str(options.limit or ""),
+        "shard": f"{options.shard[0]}/{options.shard[1]}" if options.shard else "",
+        "stage_cache": str(options.cache),
         "datasets": ",".join(ds.name for ds in datasets),
     }
     for ds in datasets:
@@ -307,6 +319,7 @@ def evaluate(
     `pipeline`: give one to reuse (tests pass one built from reference components); otherwise
     `Pipeline.from_settings` builds it with the run's policy and judge.
     """
+    t_run = time.perf_counter()
     eff = settings_for(settings, options.judge)
     if options.stage_timeout_s is not None:
         if options.stage_timeout_s <= 0:
@@ -321,6 +334,8 @@ def evaluate(
             update={"gate": policy.spec.gate.model_copy(update={"enabled": False})})
         policy = dataclasses.replace(policy, spec=spec)
     datasets = [ds.limit(options.limit) for ds in datasets]
+    if options.shard is not None:
+        datasets = [ds.shard(*options.shard) for ds in datasets]
     own_pipeline = pipeline is None
     with_judge = options.judge != NO_JUDGE
     probe_judge = with_judge and eff.judge.backend == "llm_probe"
@@ -333,6 +348,12 @@ def evaluate(
         if probe_judge and options.probe_train:  # its probes are trained below, in the run
             judge_model = ProbeJudge.untrained(eff, policy)
         pipeline = build_text_pipeline(eff, policy, judge=with_judge, judge_model=judge_model)
+    cache = None
+    if options.cache and own_pipeline:  # a given pipeline's components are the caller's
+        from childguard.evaluation import stage_cache
+
+        cache = stage_cache.StageCache(stage_cache.cache_path(eff.home))
+        stage_cache.attach(pipeline, cache, policy, eff.judge)
     plan = judge_plan = None
     probe_judge_model: Any = None
     if options.probe_train:
@@ -370,10 +391,10 @@ def evaluate(
     try:
         if not log:
             preds = predict(pipeline, datasets, progress=options.progress,
-                            probe_plan=plan, judge_plan=judge_plan)
-            return EvalResult(None, compute_metrics(preds, policy.spec.codes,
-                                                    fpr_targets=options.fpr_targets),
-                              preds, params, policy)
+                            probe_plan=plan, judge_plan=judge_plan, cache=cache)
+            metrics = compute_metrics(preds, policy.spec.codes, fpr_targets=options.fpr_targets)
+            metrics.update(_run_costs(cache, t_run))
+            return EvalResult(None, metrics, preds, params, policy)
         import mlflow
 
         from childguard.evaluation import tracking
@@ -392,8 +413,9 @@ def evaluate(
             except Exception as exc:  # the registry is a convenience, not the run
                 mlflow.set_tag("policy_prompt_error", f"{type(exc).__name__}: {exc}"[:500])
             preds = predict(pipeline, datasets, progress=options.progress,
-                            probe_plan=plan, judge_plan=judge_plan)
+                            probe_plan=plan, judge_plan=judge_plan, cache=cache)
             metrics = compute_metrics(preds, policy.spec.codes, fpr_targets=options.fpr_targets)
+            metrics.update(_run_costs(cache, t_run))
             tracking.log_metrics(metrics)
             log_artifacts(preds, policy.spec.codes, metrics)
             return EvalResult(run.info.run_id, metrics, preds, params, policy)
@@ -402,6 +424,16 @@ def evaluate(
             close = getattr(pipeline, "close", None)
             if callable(close):
                 close()
+        if cache is not None:
+            cache.close()
+
+
+def _run_costs(cache: Any, t_run: float) -> dict[str, float]:
+    """What the run itself cost: wall time, and the cache's hits and misses per stage."""
+    out = {"run_wall_s": time.perf_counter() - t_run}
+    if cache is not None:
+        out.update(cache.stats())
+    return out
 
 
 def refuse_seen_items(probes: Any, datasets: Sequence[EvalDataset]) -> None:
