@@ -480,13 +480,7 @@ class JudgeFirstCombiner(ScoreCombiner):
         judged = judge is not None and judge.status is Status.OK
         for code in codes:
             if judged and judge is not None:
-                if code in judge.category_scores:
-                    s = float(judge.category_scores[code])
-                elif judge.category == code:
-                    s = float(judge.violation)
-                else:
-                    s = 0.0
-                scores[code] = CombinedScore(_clip01(s), "judge")
+                scores[code] = CombinedScore(_clip01(judge_score(judge, code)), "judge")
             elif code in probe_scores:
                 scores[code] = CombinedScore(_clip01(probe_scores[code]), "probe")
         if judged and judge is not None:
@@ -550,8 +544,57 @@ class MaxCombiner(JudgeFirstCombiner):
         return Combination(scores=scores, escalations=base.escalations)
 
 
+class StackedCombiner(MaxCombiner):
+    """A fitted combination per category (policy `judge.combine: stacked`, weights from
+    calibration.yaml): logistic regression on the probe's and the judge's logits, fitted on a
+    calib split by `childguard eval calibrate --stacker`.
+
+    Why: with `max` the judge can only raise a score, so it adds false alarms and no recall on
+    items the probes already flag; a fitted combination lets a confident "no" from the judge
+    lower a probe's score (and a confident "yes" raise it) by as much as the calib split shows
+    it is worth. Categories without weights (too few calib positives) fall back to `max`;
+    rule floors still apply after combining, so the judge never lowers an item below one.
+    """
+
+    name = "stacked"
+
+    def combine(
+        self,
+        policy: Policy,
+        codes: Sequence[str],
+        *,
+        probe_scores: Mapping[str, float],
+        judge: JudgeOutput | None,
+        signals: Sequence[Signal],
+        item: PreparedItem,
+    ) -> Combination:
+        base = super().combine(policy, codes, probe_scores=probe_scores, judge=judge,
+                               signals=signals, item=item)
+        weights = policy.spec.judge.stacker
+        judged = judge is not None and judge.status is Status.OK
+        scores = dict(base.scores)
+        for code in codes:
+            w = weights.get(code)
+            if w is None or code not in probe_scores:
+                continue
+            j = judge_score(judge, code) if judged and judge is not None else None
+            scores[code] = CombinedScore(_clip01(w.score(probe_scores[code], j)), "stacked")
+        return Combination(scores=scores, escalations=base.escalations)
+
+
+def judge_score(judge: JudgeOutput, code: str) -> float:
+    """The judge's score for one category: its per-category score when given, else its
+    violation probability for the category it named, else 0."""
+    if code in judge.category_scores:
+        return float(judge.category_scores[code])
+    if judge.category == code:
+        return float(judge.violation)
+    return 0.0
+
+
 COMBINERS: dict[str, type[ScoreCombiner]] = {
     JudgeFirstCombiner.name: JudgeFirstCombiner, MaxCombiner.name: MaxCombiner,
+    StackedCombiner.name: StackedCombiner,
 }
 
 

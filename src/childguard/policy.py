@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -134,12 +135,39 @@ class Gate(_Strict):
     require_probes: bool = True
 
 
+def _logit(p: float, eps: float = 1e-4) -> float:
+    p = min(1.0 - eps, max(eps, float(p)))
+    return math.log(p / (1.0 - p))
+
+
+class StackWeights(_Strict):
+    """One category's stacker for judged items: P = sigmoid(bias + probe * logit(p_probe)
+    + judge * logit(p_judge)). Fitted on a calib split by `childguard eval calibrate
+    --stacker` (logistic regression); the judge may pull a score down as well as up. An item
+    the judge did not see keeps its probe score. Rule floors are applied after combining, so
+    the stacker never takes an item below a floor."""
+
+    bias: float
+    probe: float
+    judge: float
+
+    def score(self, probe: float, judge: float | None) -> float:
+        if judge is None:
+            return float(probe)
+        z = self.bias + self.probe * _logit(probe) + self.judge * _logit(judge)
+        z = max(-50.0, min(50.0, z))
+        return 1.0 / (1.0 + math.exp(-z))
+
+
 class JudgeConfig(_Strict):
     mode: Literal["single", "per_category"] = "single"
     max_tokens: int = Field(default=96, gt=0, le=1024)
     #: how a judged item's category score is formed: `judge_first` (the judge's score replaces
-    #: the probe's) or `max` (the higher of probe and judge: either model can flag)
-    combine: Literal["judge_first", "max"] = "judge_first"
+    #: the probe's), `max` (the higher of probe and judge: either model can flag) or `stacked`
+    #: (a fitted combination per category, `stacker`; categories without one use `max`)
+    combine: Literal["judge_first", "max", "stacked"] = "judge_first"
+    #: written by calibration (calibration.yaml), not by hand: category code -> weights
+    stacker: dict[str, StackWeights] = Field(default_factory=dict)
 
 
 class PolicySpec(_Strict):

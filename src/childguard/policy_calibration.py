@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from childguard.errors import UserError
-from childguard.policy import Policy, Thresholds
+from childguard.policy import Policy, StackWeights, Thresholds
 
 CALIBRATION_FILE = "calibration.yaml"
 
@@ -65,15 +65,18 @@ class Calibration(BaseModel):
     targets: Targets
     categories: dict[str, CategoryCalibration] = Field(default_factory=dict)
     gate: GateCalibration | None = None
+    #: per-category stacker weights (`eval calibrate --stacker`); present: combine = stacked
+    stacker: dict[str, StackWeights] | None = None
     report: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def digest(self) -> str:
-        body = yaml.safe_dump(
-            {"categories": {k: v.model_dump() for k, v in sorted(self.categories.items())},
-             "gate": self.gate.model_dump() if self.gate else None},
-            sort_keys=True,
-        )
+        fitted: dict[str, Any] = {
+            "categories": {k: v.model_dump() for k, v in sorted(self.categories.items())},
+            "gate": self.gate.model_dump() if self.gate else None}
+        if self.stacker is not None:
+            fitted["stacker"] = {k: v.model_dump() for k, v in sorted(self.stacker.items())}
+        body = yaml.safe_dump(fitted, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()[:8]
 
 
@@ -144,6 +147,13 @@ def apply_calibration(policy: Policy, cal: Calibration | None) -> Policy:
     update: dict[str, Any] = {"categories": tuple(new_cats)}
     if cal.gate is not None:
         update["gate"] = policy.spec.gate.model_copy(update={"allow_below": cal.gate.allow_below})
+    if cal.stacker is not None:
+        unknown = sorted(set(cal.stacker) - set(policy.spec.codes))
+        if unknown:
+            raise UserError(f"calibration's stacker names categories {unknown} that policy "
+                            f"{policy.id} does not have")
+        update["judge"] = policy.spec.judge.model_copy(
+            update={"combine": "stacked", "stacker": dict(cal.stacker)})
     spec = policy.spec.model_copy(update=update)
     tag = "cal" if cal.policy_version == policy.version else "stalecal"
     return dataclasses.replace(policy, spec=spec, version=f"{policy.version}+{tag}{cal.digest}")

@@ -306,6 +306,10 @@ def calibrate_cmd(
     category: list[str] = typer.Option(
         [], "--category", "-c", help="fit only this category code (repeatable); the others "
         "keep the policy thresholds. Default: every category"),
+    stacker: bool = typer.Option(
+        False, "--stacker", help="also fit the stacker (per category, logistic regression on "
+        "the probe's and the judge's logits) on the calib rows, and fit the thresholds on its "
+        "scores; the policy then combines with `stacked`"),
     dry_run: bool = typer.Option(False, "--dry-run", help="do not write calibration.yaml"),
     datasets_dir: Path | None = typer.Option(None, "--datasets-dir"),
     quiet: bool = typer.Option(False, "--quiet"),
@@ -344,8 +348,18 @@ def calibrate_cmd(
                                              limit=limit, run_name="calibration-input",
                                              progress=not quiet))
         source_run, preds = str(result.run_id), result.predictions
+    weights = None
+    if stacker:
+        from childguard.evaluation.stacking import fit_stacker, stacked
+
+        weights, stack_report = fit_stacker(preds, category or base_policy.spec.codes,
+                                            calib_fraction=calib_fraction)
+        preds = stacked(preds, weights)
     cal = calibrate(preds, base_policy, targets, calib_fraction=calib_fraction,
                     source_run=source_run, categories=category or None)
+    if weights is not None:
+        cal = cal.model_copy(update={"stacker": weights,
+                                     "report": {**cal.report, "stacker": stack_report}})
     written: Path | None = None
     if not dry_run:
         written = write_calibration(cal, base_policy.path)

@@ -649,3 +649,28 @@ def test_gate_above_a_review_threshold_lets_the_probe_flag_without_the_judge(
     benign = p.classify(ContentItem(text=BENIGN))
     assert benign.decision is Decision.ALLOW and "allowed by the cheap-signal gate" in \
         benign.rationale
+
+
+def test_stacked_combiner_lets_the_judge_lower_a_probe_score(make_pipeline: PipelineFactory,
+                                                             policy):
+    # the probe fires on grooming; the judge says no. With `max` the probe's score stands; a
+    # stacker that trusts the judge pulls the score down below the review threshold
+    from childguard.policy import StackWeights
+
+    text = f"hey {probe_marker('grooming')}"
+    judge_cfg = policy.spec.judge.model_copy(update={
+        "combine": "stacked",
+        "stacker": {"grooming": StackWeights(bias=-1.0, probe=0.3, judge=1.5)}})
+    pol = dataclasses.replace(policy, spec=policy.spec.model_copy(update={"judge": judge_cfg}))
+    v = make_pipeline(policy=pol).classify(ContentItem(text=text))
+    cat = next(c for c in v.categories if c.code == "grooming")
+    assert v.judged and cat.source == "stacked"
+    assert cat.score < policy.thresholds()["grooming"].review
+    assert v.decision is Decision.ALLOW
+    # a category without weights keeps max; a judge "yes" raises the stacked score
+    scores = dict.fromkeys(policy.spec.codes, 0.01) | {"grooming": 0.97}
+    yes = FixedJudge(pol, JudgeOutput(violation=0.97, category="grooming",
+                                      category_scores=scores, model="fixed"))
+    v2 = make_pipeline(policy=pol, judge=yes).classify(ContentItem(text=text))
+    assert next(c for c in v2.categories if c.code == "grooming").score > 0.9
+    assert v2.decision is not Decision.ALLOW
