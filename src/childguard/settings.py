@@ -104,6 +104,12 @@ class ModelSettings(_Section):
         default=3, ge=0, description="fewer letters/digits than this in an image: no text"
     )
     probe_dir: Path | None = Field(default=None, description="defaults to <home>/probes")
+    tuned_encoder: str | None = Field(
+        default="default",
+        description="with text_embedder all-MiniLM-L6-v2: use the fine-tuned encoder this "
+        "alias names under <home>/encoders (`childguard eval fine-tune --alias`) when one "
+        "exists, else the packaged weights; empty = always the packaged weights",
+    )
 
 
 class ServeSettings(_Section):
@@ -181,6 +187,10 @@ class Settings(BaseSettings):
     @property
     def probes_dir(self) -> Path:
         return self.models.probe_dir or self.home / "probes"
+
+    @property
+    def encoders_dir(self) -> Path:
+        return self.home / "encoders"
 
     @property
     def media_dir(self) -> Path:

@@ -409,6 +409,46 @@ def calibrate_cmd(
     typer.echo(f"written to {written}" if written else "dry run: nothing written")
 
 
+@app.command("fine-tune")
+def fine_tune_cmd(
+    ctx: typer.Context,
+    dataset: list[str] = typer.Option([], "--dataset", "-d", help=_DATASET_HELP),
+    alias: str | None = typer.Option(
+        None, "--alias", help="point this alias at the new encoder (the pipeline reads the "
+        "alias models.tuned_encoder names, 'default' unless configured)"),
+    epochs: int = typer.Option(3, "--epochs", min=1, max=20),
+    policy: str | None = typer.Option(None, "--policy", help="policy id or folder (its "
+                                      "category codes are the targets)"),
+    no_log: bool = typer.Option(False, "--no-log", help="do not log an MLflow run"),
+    datasets_dir: Path | None = typer.Option(None, "--datasets-dir"),
+    quiet: bool = typer.Option(False, "--quiet"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fine-tune the text encoder end to end (multi-label head over the policy's categories
+    plus the OpenAI set's adult-sexual flag as an auxiliary target) and save it; train the
+    probes on it afterwards with train-probes."""
+    from childguard.evaluation.encoder_training import train_encoder
+    from childguard.evaluation.finetune import FineTuneConfig
+    from childguard.evaluation.runner import load_run_policy
+
+    settings = get_settings(ctx)
+    if not dataset:
+        raise UserError("give at least one --dataset to train on")
+    pol = load_run_policy(settings, policy, calibration=False)
+    res = train_encoder(settings, _datasets(dataset, datasets_dir), pol.spec.codes,
+                        config=FineTuneConfig(epochs=epochs), alias=alias, log=not no_log,
+                        progress=not quiet)
+    out = {"version": res.version, "path": str(res.path), "run_id": res.run_id,
+           "alias": alias, "items": res.items, "seconds": round(res.seconds, 1),
+           "losses": [round(x, 4) for x in res.losses]}
+    if json_out:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(f"encoder {res.version} ({res.items} items, {res.seconds:.0f} s) saved to "
+               f"{res.path}" + (f", alias {alias}" if alias else "")
+               + (f", run {res.run_id}" if res.run_id else ""))
+
+
 @app.command("train-probes")
 def train_probes_cmd(
     ctx: typer.Context,

@@ -374,6 +374,7 @@ def evaluate(
             probe_judge_model.use_probes(judge_plan.final)
     if plan is None:
         refuse_seen_items(getattr(pipeline, "probes", None), datasets)
+    refuse_seen_items(getattr(pipeline, "text_embedder", None), datasets, what="text encoder")
     params = run_params(policy, options, datasets, eff)
     if plan is not None:
         params["probes_trained_in_run"] = plan.description
@@ -436,12 +437,16 @@ def _run_costs(cache: Any, t_run: float) -> dict[str, float]:
     return out
 
 
-def refuse_seen_items(probes: Any, datasets: Sequence[EvalDataset]) -> None:
-    """Refuse a run whose (shipped) probes were fitted on items it would report.
+def refuse_seen_items(probes: Any, datasets: Sequence[EvalDataset], *,
+                      what: str = "probes") -> None:
+    """Refuse a run whose (shipped) probes or fine-tuned encoder were fitted on items it
+    would report.
 
     Why: a number fit on the rows it is reported on is not a result. The probes `make run`
     ships are refit on every labelled row; an evaluation must train its own in the run
-    (`--train-probes`, cross-fitted on the evaluated sets) or report sets they never saw."""
+    (`--train-probes`, cross-fitted on the evaluated sets) or report sets they never saw. The
+    same holds for the fine-tuned text encoder: report with one trained on train splits only
+    (`eval fine-tune --alias report`, `CHILDGUARD_MODELS__TUNED_ENCODER=report`)."""
     seen = set(getattr(probes, "trained_on", ()) or ())
     if not seen:
         return
@@ -450,11 +455,15 @@ def refuse_seen_items(probes: Any, datasets: Sequence[EvalDataset]) -> None:
     if overlap:
         sizes = {ds.name: len(ds) for ds in datasets}
         where = ", ".join(f"{k}: {v} of {sizes[k]}" for k, v in sorted(overlap.items()))
+        fix = ("Train probes in the run (--train-probes SET --cross-fit 5) or evaluate sets "
+               "the probes never saw" if what == "probes" else
+               "Use an encoder trained without them (eval fine-tune on train splits, "
+               "--alias report; CHILDGUARD_MODELS__TUNED_ENCODER=report) or evaluate sets it "
+               "never saw")
         raise UserError(
-            f"the pipeline's probes ({getattr(probes, 'model_version', '?')}) were trained on "
+            f"the pipeline's {what} ({getattr(probes, 'model_version', '?')}) were trained on "
             f"items this run would report ({where}); a number fit on the rows it reports is "
-            "not a result. Train probes in the run (--train-probes SET --cross-fit 5) or "
-            "evaluate sets the probes never saw")
+            f"not a result. {fix}")
 
 
 def log_artifacts(preds: Sequence[Prediction], codes: Sequence[str],

