@@ -1615,7 +1615,8 @@ def _threshold_phrase(score: float, decision: Decision, review: float, block: fl
 
 def _build_hashes(settings: Settings, engine: Any) -> HashChecker | None:
     from childguard.hashing.service import HashService
-    from childguard.store.db import make_engine, migrate
+    from childguard.store.db import make_engine
+    from childguard.store.migrate import migrate
 
     if engine is None:
         engine = make_engine(settings.db_url)

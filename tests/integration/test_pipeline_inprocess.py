@@ -20,7 +20,8 @@ from childguard.pipeline import Pipeline
 from childguard.policy import Policy, load_policy
 from childguard.schema import ContentItem, Decision, Severity, Status, Verdict
 from childguard.settings import JudgeSettings, Settings
-from childguard.store.db import make_engine, migrate
+from childguard.store.db import make_engine
+from childguard.store.migrate import migrate
 
 pytestmark = pytest.mark.integration
 

@@ -181,7 +181,7 @@ class HashService:
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine) -> HashService:
         """Load every bank and live entry from the store and build the in-memory index."""
-        from childguard.store.db import migrate
+        from childguard.store.migrate import migrate
 
         try:
             if not inspect(engine).has_table("hash_entries"):

@@ -431,31 +431,16 @@ def value_offset(content: str, key: str) -> int | None:
 
 def build_judge(settings: Settings, policy: Policy) -> Judge:
     """The judge selected by `settings.judge.backend` (llama_cpp | llm_probe | openai | vllm |
-    reference)."""
-    backend = settings.judge.backend
-    if backend == "reference":
-        from childguard.models.reference import ReferenceJudge
+    reference), built through the model registry (models/registry.py), which names every
+    backend by import path: this module, which the backends import for the shared prompt and
+    answer helpers, imports none of them."""
+    from childguard.models.registry import RegistryError, Role, build
 
-        return ReferenceJudge.from_settings(settings, policy)
-    if backend == "llama_cpp":
-        from childguard.models.judge_llamacpp import LlamaCppJudge
-
-        return LlamaCppJudge.from_settings(settings, policy)
-    if backend == "llm_probe":
-        from childguard.models.judge_probe import ProbeJudge
-
-        return ProbeJudge.from_settings(settings, policy)
-    if backend == "openai":
-        from childguard.models.judge_openai import OpenAICompatibleJudge
-
-        return OpenAICompatibleJudge.from_settings(settings, policy)
-    if backend == "vllm":
-        from childguard.models.judge_vllm import VllmJudge
-
-        return VllmJudge.from_settings(settings, policy)
-    raise ModelUnavailable(  # pragma: no cover - settings validation forbids this
-        f"judge backend {backend!r} unknown; allowed: llama_cpp, llm_probe, openai, vllm, reference"
-    )
+    try:
+        judge: Judge = build(Role.JUDGE, settings.judge.backend, settings, policy)
+    except RegistryError as exc:
+        raise ModelUnavailable(str(exc)) from exc
+    return judge
 
 
 def __getattr__(name: str) -> Any:

@@ -161,7 +161,8 @@ class HashMatcher:
         self._unavailable: dict[str, str] = {}
         try:
             from childguard.hashing.service import HashService
-            from childguard.store.db import make_engine, migrate
+            from childguard.store.db import make_engine
+            from childguard.store.migrate import migrate
         except ModuleNotFoundError as exc:
             log.warning("hash matching unavailable: %s", exc)
             self._unavailable["hashing"] = "unavailable"

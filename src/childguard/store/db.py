@@ -64,33 +64,6 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
-def migrate(engine: Engine, *, create_missing: bool = True) -> None:
-    """Bring the schema up to date: `alembic upgrade head` (scripts in store/migrations/).
-
-    Tables declared on `Base` but not yet covered by a revision (a table owner added one and
-    nobody has generated the revision yet) are created with a warning when `create_missing`,
-    so parallel work is not blocked; the test `test_store_migrations_match_metadata` fails on
-    such drift, so it cannot reach a release.
-    """
-    _import_table_modules()
-    from childguard.store.migrate import upgrade
-
-    upgrade(engine)
-    if create_missing:
-        from sqlalchemy import inspect
-
-        existing = set(inspect(engine).get_table_names())
-        missing = [t for t in Base.metadata.sorted_tables if t.name not in existing]
-        if missing:
-            import logging
-
-            logging.getLogger(__name__).warning(
-                "tables %s have no migration yet; created directly (add a revision: "
-                "python -m childguard.store.migrate revision -m ...)",
-                ", ".join(t.name for t in missing))
-            Base.metadata.create_all(engine, tables=missing)
-
-
 def _import_table_modules() -> None:
     """Import every module that declares tables on `Base`, so metadata is complete."""
     import importlib

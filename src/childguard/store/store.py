@@ -39,9 +39,10 @@ from childguard.schema import (
 from childguard.store import audit as audit_log
 from childguard.store import keys as keymod
 from childguard.store.audit import AuditEvent, AuditReport
-from childguard.store.db import make_engine, migrate, session_factory, transaction
+from childguard.store.db import make_engine, session_factory, transaction
 from childguard.store.keys import ApiKeyInfo
 from childguard.store.media import MediaArea, new_media_id, normalise_mime
+from childguard.store.migrate import migrate
 from childguard.store.models import (
     ApiKeyRow,
     ItemRow,

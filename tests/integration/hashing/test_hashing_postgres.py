@@ -21,7 +21,7 @@ from childguard.hashing.service import HashService
 from childguard.hashing.store import NewEntry
 from childguard.schema import Severity
 from childguard.settings import Settings
-from childguard.store.db import migrate
+from childguard.store.migrate import migrate
 
 pytestmark = pytest.mark.integration
 

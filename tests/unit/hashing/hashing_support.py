@@ -9,7 +9,8 @@ from PIL import Image
 
 from childguard.hashing.service import HashService
 from childguard.settings import Settings
-from childguard.store.db import make_engine, migrate
+from childguard.store.db import make_engine
+from childguard.store.migrate import migrate
 
 REPO = Path(__file__).resolve().parents[3]
 IMAGES = (REPO / ".." / "shared" / "datasets" / "images").resolve()

@@ -19,7 +19,8 @@ from sqlalchemy import Engine, create_engine, text
 
 from childguard.store import Store
 from childguard.store.audit import GENESIS, trigger_sql
-from childguard.store.db import Base, make_engine, migrate
+from childguard.store.db import Base, make_engine
+from childguard.store.migrate import migrate
 
 PG_SERVER = os.environ.get("CHILDGUARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -53,7 +53,7 @@ def test_store_migrations_create_missing_tables_with_a_warning(
     but named in a warning; the drift tests above fail on it."""
     from sqlalchemy import Column, Integer, Table
 
-    from childguard.store.db import migrate
+    from childguard.store.migrate import migrate
 
     url = f"sqlite:///{tmp_path / 'x.db'}"
     extra = Table("zz_store_test_unmigrated", Base.metadata, Column("id", Integer,
@@ -86,7 +86,7 @@ def test_store_migrations_adopt_a_pre_migration_database(tmp_path: Path) -> None
     from sqlalchemy.exc import DBAPIError
 
     from childguard.store import Store
-    from childguard.store.db import migrate
+    from childguard.store.migrate import migrate
 
     _import_table_modules()
     engine = make_engine(f"sqlite:///{tmp_path / 'legacy.db'}")
