@@ -25,7 +25,14 @@ from childguard.errors import ModelUnavailable
 from childguard.models.base import Ocr
 from childguard.settings import Settings
 
-__all__ = ["RapidOcr", "usable_text"]
+__all__ = ["RapidOcr", "ocr_tiles", "usable_text"]
+
+#: the detector shrinks an image until its long side fits (~2,000 px) and rounds each side to
+#: a multiple of 32; past about 1:125 the short side rounds to zero and RapidOCR raises
+#: ResizeImgError (a valid 10x8000 PNG did, 40x6000 too; 32x3000 and 100x8000 read fine)
+MAX_ASPECT = 50.0
+MIN_SIDE = 32
+MAX_TILES = 16
 
 
 class RapidOcr(Ocr):
@@ -67,15 +74,49 @@ class RapidOcr(Ocr):
         return self._version
 
     def read_lines(self, image: Image.Image) -> list[tuple[str, float]]:
-        """(text, confidence) per detected line, top to bottom."""
+        """(text, confidence) per detected line, top to bottom (tile by tile, see
+        `ocr_tiles`)."""
         rgb = image if image.mode == "RGB" else image.convert("RGB")
-        result, _ = self._engine(rgb)
-        if not result:
-            return []
-        return [(str(r[1]), float(r[2])) for r in result if str(r[1]).strip()]
+        lines: list[tuple[str, float]] = []
+        for tile in ocr_tiles(rgb):
+            result, _ = self._engine(tile)
+            if result:
+                lines.extend((str(r[1]), float(r[2])) for r in result if str(r[1]).strip())
+        return lines
 
     def read(self, image: Image.Image) -> str:
         return usable_text(self.read_lines(image), self.min_chars)
+
+
+def ocr_tiles(image: Image.Image) -> list[Image.Image]:
+    """Pieces of `image` the detector can take: the short side padded (white) to at least
+    MIN_SIDE pixels, then cut along the long side into tiles of at most MAX_ASPECT : 1 with a
+    small overlap, at most MAX_TILES of them (a longer strip is shrunk along its long side
+    first). Any image that decodes is readable this way; a normal photo is one tile."""
+    w, h = image.size
+    if min(w, h) < MIN_SIDE:
+        padded = Image.new("RGB", (max(w, MIN_SIDE), max(h, MIN_SIDE)), "white")
+        padded.paste(image, (0, 0))
+        image, (w, h) = padded, padded.size
+    short, long_ = min(w, h), max(w, h)
+    if long_ <= MAX_ASPECT * short:
+        return [image]
+    step = int(MAX_ASPECT * short * 0.9)
+    if (long_ - short) / step + 1 > MAX_TILES:
+        scale = (MAX_TILES - 1) * step / max(1, long_ - short)
+        size = (max(short, int(w * scale)), h) if w > h else (w, max(short, int(h * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR)
+        w, h = image.size
+        long_ = max(w, h)
+    span = int(MAX_ASPECT * short)
+    tiles = []
+    for start in range(0, max(1, long_ - short), step):
+        end = min(long_, start + span)
+        box = (start, 0, end, h) if w > h else (0, start, w, end)
+        tiles.append(image.crop(box))
+        if end >= long_:
+            break
+    return tiles[:MAX_TILES]
 
 
 def usable_text(lines: list[tuple[str, float]], min_chars: int) -> str:

@@ -215,3 +215,55 @@ def test_usable_text_counts_letters_and_digits() -> None:
     assert usable_text([("ab", 0.9), ("7", 0.8)], 3) == "ab\n7"
     assert usable_text([], 0) == ""
     assert usable_text([("x", 0.9)], 0) == "x"
+
+
+# -- any image that decodes is classifiable -------------------------------------------------
+
+
+def _png(img: Image.Image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _odd_images(kodak_images: list[Image.Image]) -> dict[str, bytes]:
+    photo = kodak_images[0]
+    sixteen = Image.fromarray(
+        (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16))
+    assert sixteen.mode.startswith("I;16") or sixteen.mode == "I"
+    return {
+        "tall 10x8000": _png(photo.resize((10, 8000))),
+        "wide 8000x10": _png(photo.resize((8000, 10))),
+        "thin strip 40x6000": _png(photo.resize((40, 6000))),
+        "tiny 1x1": _png(photo.resize((1, 1))),
+        "16-bit grey": _png(sixteen),
+    }
+
+
+def test_extreme_images_reach_every_image_model(
+    detectors: tuple[NudeNetDetector, OpenNsfwScorer], kodak_images: list[Image.Image]
+) -> None:
+    from childguard.content import decode_image
+    from childguard.models.ocr import ocr_tiles
+    from childguard.settings import LimitsSettings
+
+    ocr = RapidOcr(threads=2)
+    for name, data in _odd_images(kodak_images).items():
+        img = decode_image(data, LimitsSettings()).image
+        assert ocr.read(img) == "", name  # no text in these, and no ResizeImgError
+        for tile in ocr_tiles(img):
+            w, h = tile.size
+            assert min(w, h) >= 32 and max(w, h) <= 50 * min(w, h), (name, tile.size)
+        for src in detectors:
+            (sig,) = src.signals(img)
+            assert sig.status is Status.OK and 0.0 <= (sig.score or 0.0) <= 1.0, name
+
+
+def test_text_in_a_long_strip_is_read(kodak_images: list[Image.Image]) -> None:
+    ocr = RapidOcr(threads=2)
+    strip = Image.new("RGB", (4000, 60), "white")
+    ImageDraw.Draw(strip).text((3000, 10), "Garden party Sunday", fill="black",
+                               font=ImageFont.load_default(size=36))
+    assert normalize_text(ocr.read(strip)).replace(" ", "") == "gardenpartysunday"
