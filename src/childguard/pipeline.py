@@ -27,6 +27,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import math
+import re
 import threading
 import time
 import traceback
@@ -39,7 +40,14 @@ import numpy as np
 from PIL import Image
 
 from childguard.content import check_text, decode_image
-from childguard.errors import ChildguardError, ContentTooLarge, InvalidContent, ModelUnavailable
+from childguard.errors import (
+    ChildguardError,
+    ContentTooLarge,
+    DependencyError,
+    InvalidContent,
+    ModelUnavailable,
+    UserError,
+)
 from childguard.models.base import (
     ImageEmbedder,
     ImageSignalSource,
@@ -207,14 +215,58 @@ class Redactor:
         return "".join(out)
 
 
+#: the stable error codes a failed stage reports in `Verdict.errors` ("<stage>: <code> ...")
+ERROR_CODES = ("timeout", "model_unavailable", "dependency_down", "invalid_input",
+               "worker_died", "stage_failed")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|\b[0-9a-f]{24,}\b")
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The user-level exception inside a Ray wrapper (RayTaskError keeps it as `cause`)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def error_code(exc: BaseException) -> str:
+    inner = _unwrapped(exc)
+    if isinstance(inner, TimeoutError | concurrent.futures.TimeoutError):
+        return "timeout"
+    if isinstance(inner, ModelUnavailable):
+        return "model_unavailable"
+    if isinstance(inner, DependencyError):
+        return "dependency_down"
+    if isinstance(inner, UserError):
+        return "invalid_input"
+    if any(k in type(exc).__name__ for k in ("ActorDied", "ActorError", "ActorUnavailable",
+                                             "WorkerCrashed", "NodeDied")):
+        return "worker_died"
+    return "stage_failed"
+
+
+def sanitize(text: str, limit: int = 200) -> str:
+    """One short line: no terminal colour codes, addresses, actor or object ids, newlines."""
+    text = _ANSI.sub("", text)
+    text = _ADDRESS.sub("[address]", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def describe_exception(exc: BaseException, redact: Callable[[str], str]) -> str:
-    """`Type: message` with content removed; messages of our own errors are kept (they quote
-    sizes and limits, not content), others are redacted and truncated."""
-    msg = str(exc)
-    if not isinstance(exc, ChildguardError):
-        msg = msg[:300]
-    msg = redact(msg)
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    """`<code> (<Type>)`, plus the message for our own errors (they quote sizes and limits,
+    not content), sanitised and with content removed. Other exceptions' messages, which may
+    hold tracebacks, addresses or the item itself, stay in the server log only."""
+    inner = _unwrapped(exc)
+    kind = re.sub(r"[^A-Za-z0-9_]", "", type(inner).__name__)[:60] or "Exception"
+    head = f"{error_code(exc)} ({kind})"
+    if isinstance(inner, ChildguardError):
+        msg = sanitize(redact(str(inner)))
+        return f"{head}: {msg}" if msg else head
+    return head
+
+
+def timeout_error(timeout_s: float) -> str:
+    return f"timeout: no answer within {timeout_s:g} s"
 
 
 # -- stage inputs and results (plain, picklable: they travel between Ray deployments) ----------
@@ -1570,7 +1622,7 @@ class Pipeline:
         except concurrent.futures.TimeoutError:
             fut.cancel()
             elapsed = _ms(t0) / max(1, len(items))
-            error = f"timed out after {timeout:g} s (stage timeout {self.stage_timeout_s:g} s)"
+            error = timeout_error(timeout)
             for it in items:
                 log.warning("stage %s timed out for item %s: %s", stage, it.item_id, error)
             return [kind.failed(error, elapsed) for _ in items]

@@ -185,7 +185,12 @@ class Verdict(Frozen):
     policy_version: str = Field(default="", description="content hash of the policy files used")
     model_versions: dict[str, str] = Field(default_factory=dict)
     timings_ms: dict[str, float] = Field(default_factory=dict)
-    errors: tuple[str, ...] = ()
+    errors: tuple[str, ...] = Field(
+        default=(),
+        description="one line per failed stage: '<stage>: <code> (<exception type>)[: message]', "
+        "code one of timeout, model_unavailable, dependency_down, invalid_input, worker_died, "
+        "stage_failed; never a traceback, address or content (those stay in the server log)",
+    )
     external_id: str | None = None
     source: str | None = None
     created_at: datetime = Field(default_factory=_utcnow)

@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +49,7 @@ from childguard.pipeline import (
     SignalResult,
     StageResult,
     describe_exception,
+    timeout_error,
 )
 from childguard.policy import Policy, resolve_policy_path
 from childguard.policy_calibration import load_calibrated_policy
@@ -523,10 +525,14 @@ class RayBackend:
         except TimeoutError:
             response.cancel()
             log.warning("stage %s timed out for item %s", kind.stage, item.item_id)
-            return kind.failed(f"timed out after {self.timeout_s:g} s", _ms(t0))
+            return kind.failed(timeout_error(self.timeout_s), _ms(t0))
         except Exception as exc:
-            error = describe_exception(exc, item.redactor())
-            log.warning("stage %s failed for item %s: %s", kind.stage, item.item_id, error)
+            # the client gets a code and a short line; the server log gets the traceback
+            redact = item.redactor()
+            error = describe_exception(exc, redact)
+            # a Ray error's text holds the remote traceback: logged, with content removed
+            log.warning("stage %s failed for item %s: %s\n%s%s", kind.stage, item.item_id,
+                        error, "".join(traceback.format_tb(exc.__traceback__)), redact(str(exc)))
             return kind.failed(error, _ms(t0))
 
     async def _run(self, item: PreparedItem) -> Verdict:

@@ -277,7 +277,7 @@ def test_hash_stage_failure_fails_closed_and_skips_models(make_pipeline: Pipelin
     p = make_pipeline(hashes=FakeHashes(fail=True), text_embedder=emb)
     v = p.classify(ContentItem(text=BENIGN, image=png_bytes()))
     assert v.status is Status.ERROR and v.decision is Decision.REVIEW
-    assert v.errors[0].startswith("hash: OSError")
+    assert v.errors[0].startswith("hash: stage_failed (OSError)")
     assert emb.calls == [] and p.judge.calls == []  # type: ignore[union-attr]
 
 
@@ -313,7 +313,7 @@ def test_judge_exception_gives_review_without_content(make_pipeline: PipelineFac
     text = f"{probe_marker('grooming')} secret phrase number one two three"
     v = make_pipeline(judge=RaisingJudge(policy)).classify(ContentItem(text=text))
     assert v.status is Status.ERROR and v.decision is Decision.REVIEW
-    assert v.errors[0].startswith("judge: RuntimeError")
+    assert v.errors[0].startswith("judge: stage_failed (RuntimeError)")
     assert "secret phrase" not in v.model_dump_json()
 
 
@@ -323,7 +323,7 @@ def test_judge_timeout_gives_review(make_pipeline: PipelineFactory, policy: Poli
     v = p.classify(ContentItem(text=flagged("grooming")))
     judge.release.set()
     assert v.status is Status.ERROR and v.decision is Decision.REVIEW
-    assert "timed out" in v.errors[0] and v.errors[0].startswith("judge:")
+    assert v.errors[0].startswith("judge: timeout:")
     assert not v.judged
 
 
@@ -346,7 +346,7 @@ def test_embedder_exception_gives_review(make_pipeline: PipelineFactory):
     text = "a message the embedder will echo back verbatim"
     v = p.classify(ContentItem(text=text))
     assert v.status is Status.ERROR and v.decision is Decision.REVIEW
-    assert v.errors[0].startswith("signals: ValueError")
+    assert v.errors[0].startswith("signals: stage_failed (ValueError)")
     assert p.judge.calls == []  # type: ignore[union-attr]
     assert "echo back verbatim" not in v.model_dump_json()
 
@@ -529,7 +529,7 @@ def test_gate_exception_fails_closed(make_pipeline: PipelineFactory):
     p = make_pipeline(gate_policy=BrokenGate())
     v = p.classify(ContentItem(text=BENIGN))
     assert v.status is Status.ERROR and v.decision is Decision.REVIEW
-    assert v.errors[0].startswith("gate: ZeroDivisionError")
+    assert v.errors[0].startswith("gate: stage_failed (ZeroDivisionError)")
     assert p.judge.calls == []  # type: ignore[union-attr]
 
 

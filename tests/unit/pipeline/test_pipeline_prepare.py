@@ -7,7 +7,13 @@ from collections.abc import Callable
 import pytest
 from pipeline_support import png_bytes
 
-from childguard.errors import ContentTooLarge, InvalidContent, UnsupportedMedia, UserError
+from childguard.errors import (
+    ContentTooLarge,
+    InvalidContent,
+    ModelUnavailable,
+    UnsupportedMedia,
+    UserError,
+)
 from childguard.pipeline import Pipeline, Redactor, describe_exception
 from childguard.schema import ContentItem, Decision, Message
 from childguard.settings import LimitsSettings, Settings
@@ -78,12 +84,38 @@ def test_redactor_removes_copied_runs_only():
     assert Redactor(["a"])("a cat") == "a cat"
 
 
-def test_describe_exception_keeps_our_messages_and_redacts_others():
+def test_describe_exception_gives_a_code_and_keeps_only_our_messages():
     red = Redactor(["confidential message body"])
-    assert describe_exception(
-        KeyError("confidential message body"), red
-    ) == "KeyError: '[content removed]'"
+    # another library's message may hold content, a traceback or an address: not sent
+    assert describe_exception(KeyError("confidential message body"), red) == \
+        "stage_failed (KeyError)"
     assert describe_exception(ContentTooLarge("text has 9 characters"), red) == (
-        "ContentTooLarge: text has 9 characters"
+        "invalid_input (ContentTooLarge): text has 9 characters"
     )
-    assert describe_exception(RuntimeError(), red) == "RuntimeError"
+    assert describe_exception(ModelUnavailable("judge weights missing"), red) == \
+        "model_unavailable (ModelUnavailable): judge weights missing"
+    assert describe_exception(RuntimeError(), red) == "stage_failed (RuntimeError)"
+    assert describe_exception(TimeoutError("x"), red).startswith("timeout")
+
+
+def test_describe_exception_unwraps_and_sanitises_ray_errors():
+    class RayTaskError(Exception):  # the shape of ray.exceptions.RayTaskError: text + cause
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__("\x1b[36mray::Judge.judge()\x1b[39m (pid=123, ip=10.0.0.7, "
+                             "actor_id=3f2a9c1e0b7d4e5f6a7b8c9d0e1f2a3b)\nTraceback ...")
+            self.cause = cause
+
+    class ActorDiedError(Exception):
+        pass
+
+    red = Redactor(["confidential message body"])
+    err = describe_exception(RayTaskError(ValueError("confidential message body")), red)
+    assert err == "stage_failed (ValueError)"
+    err = describe_exception(RayTaskError(ModelUnavailable(
+        "\x1b[31mweights gone\x1b[0m on 10.0.0.7:6379 for confidential message body")), red)
+    assert err == "model_unavailable (ModelUnavailable): weights gone on [address] for " \
+        "[content removed]"
+    assert describe_exception(ActorDiedError("actor 3f2a... died"), red) == \
+        "worker_died (ActorDiedError)"
+    for e in (err,):
+        assert "\x1b" not in e and "10.0.0.7" not in e and "\n" not in e
