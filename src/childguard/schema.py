@@ -205,6 +205,19 @@ class Verdict(Frozen):
     def top_category(self) -> CategoryScore | None:
         return max(self.categories, key=lambda c: c.score, default=None)
 
+    def image_hashes(self) -> dict[str, str]:
+        """The hashes the hash stage computed for the item's image (store keys: image_md5,
+        image_sha256, pdq, pdq_quality), so the store keeps them without hashing again."""
+        sig = next((s for s in self.signals if s.name == "hash"), None)
+        if sig is None:
+            return {}
+        d = sig.detail
+        out = {k: str(d[src]) for k, src in (("image_md5", "md5"), ("image_sha256", "sha256"),
+                                             ("pdq", "pdq")) if d.get(src)}
+        if out.get("pdq") and d.get("pdq_quality") is not None:
+            out["pdq_quality"] = str(d["pdq_quality"])
+        return out
+
     def score_of(self, code: str) -> float | None:
         for cat in self.categories:
             if cat.code == code:

@@ -635,7 +635,8 @@ def _save_all(
     store: Any, items: Sequence[ContentItem], verdicts: Sequence[Verdict], actor: str
 ) -> None:
     for item, verdict in zip(items, verdicts, strict=True):
-        store.save_verdict(item, verdict, actor=actor)
+        # the hash stage's hashes go with the item: the store does not hash the image again
+        store.save_verdict(item, verdict, actor=actor, hashes=verdict.image_hashes() or None)
 
 
 def _store_ready(store: Any) -> str:

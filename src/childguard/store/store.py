@@ -205,7 +205,9 @@ class Store:
         For an item sent to review, the reviewer must see it: its image and its text (with the
         conversation context) go to the restricted media area, deleted a retention period after
         the final decision (`review_content`, `get_media`). Database rows keep hashes only.
-        `hashes` (optional) adds hashes computed elsewhere (e.g. PDQ from the hash stage).
+        `hashes` (optional) adds hashes computed elsewhere: the hash stage's (`image_md5`,
+        `image_sha256`, `pdq`, `Verdict.image_hashes()`), which are used as given instead of
+        hashing the image again.
         """
         if verdict.item_id != item.id:
             raise UserError(f"verdict is for item {verdict.item_id!r} but the item is {item.id!r}")
@@ -238,7 +240,8 @@ class Store:
                 if media_id is not None and item.image is not None:
                     s.add(MediaRow(id=media_id, item_id=item.id,
                                    mime=sniff_image_mime(item.image), size=len(item.image),
-                                   sha256=_sha256(item.image), created_at=utcnow()))
+                                   sha256=row.image_sha256 or _sha256(item.image),
+                                   created_at=utcnow()))
                     row.media_id = media_id
                 elif needs_review and item.image_ref and row.media_id is None:
                     ref = s.get(MediaRow, item.image_ref)
@@ -282,8 +285,10 @@ class Store:
             row.text_chars = len(item.text)
             hashes["text_sha256"] = row.text_sha256
         if item.image is not None:
-            row.image_sha256 = _sha256(item.image)
-            row.image_md5 = hashlib.md5(item.image, usedforsecurity=False).hexdigest()
+            given = extra or {}
+            row.image_sha256 = given.get("image_sha256") or _sha256(item.image)
+            row.image_md5 = (given.get("image_md5")
+                             or hashlib.md5(item.image, usedforsecurity=False).hexdigest())
             hashes["image_sha256"] = row.image_sha256
             hashes["image_md5"] = row.image_md5
         if extra:

@@ -77,6 +77,10 @@ def test_image_item_runs_the_image_deployments(served: Served) -> None:
     assert "clip.concept" in names  # from the Embedder deployment
     assert any(m.startswith("reference-clip") for m in v.model_versions.values())
     assert v.decision is Decision.ALLOW
+    # the hash stage's hashes are stored with the item (not computed a second time)
+    stored = served.store.item_info(v.item_id).hashes
+    assert stored["pdq"] == v.image_hashes()["pdq"] and len(stored["pdq"]) == 64
+    assert stored["image_sha256"] == v.image_hashes()["image_sha256"]
 
 
 def test_text_and_image_multipart_upload(served: Served) -> None:

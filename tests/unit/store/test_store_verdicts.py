@@ -180,3 +180,20 @@ def test_store_iter_verdict_rows_lists_model_and_review_rows(store: Store) -> No
     assert all(r["created_at"].tzinfo is not None for r in rows)
     future = datetime.now(UTC) + timedelta(hours=1)
     assert list(store.iter_verdict_rows(since=future)) == []
+
+
+def test_store_keeps_the_hash_stages_hashes_without_hashing_again(store: Store) -> None:
+    from childguard.schema import Signal
+
+    stage = {"md5": "0" * 32, "sha256": "1" * 64, "pdq": "f" * 64, "pdq_quality": 90}
+    verdict = _review_verdict("it-h").model_copy(update={"signals": (
+        Signal(name="hash", detail={**stage, "matches": 0, "note": ""}),)})
+    hashes = verdict.image_hashes()
+    assert hashes == {"image_md5": "0" * 32, "image_sha256": "1" * 64, "pdq": "f" * 64,
+                      "pdq_quality": "90"}
+    store.save_verdict(ContentItem(id="it-h", image=IMAGE), verdict, actor="p", hashes=hashes)
+    info = store.item_info("it-h")
+    # the values the stage computed, not a second hash of the bytes (which would differ here)
+    assert info.hashes["image_sha256"] == "1" * 64 and info.hashes["image_md5"] == "0" * 32
+    assert info.hashes["pdq"] == "f" * 64
+    assert _review_verdict("x").image_hashes() == {}
