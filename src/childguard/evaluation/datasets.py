@@ -331,6 +331,11 @@ def _parse_context(raw: Any, where: str) -> tuple[Message, ...]:
     return tuple(msgs)
 
 
+#: descriptive row fields kept (as `EvalItem.meta`) for slice metrics: how a row is written,
+#: never its content (`obfuscation`: leet, spacing, homoglyph, emoji, injection)
+SLICE_KEYS = ("obfuscation", "register", "pattern")
+
+
 def _row_to_item(row: Mapping[str, Any], where: str) -> EvalItem:
     if not row.get("id"):
         raise UserError(f"{where}: every row needs a non-empty 'id'")
@@ -345,8 +350,9 @@ def _row_to_item(row: Mapping[str, Any], where: str) -> EvalItem:
     split = row.get("split") or None
     if split is not None and split not in SPLITS:
         raise UserError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
+    meta = {k: str(row[k]) for k in SLICE_KEYS if isinstance(row.get(k), str) and row[k]}
     return EvalItem(id=str(row["id"]), text=str(row["text"]), labels=labels,
-                    context=_parse_context(row.get("context"), where), split=split)
+                    context=_parse_context(row.get("context"), where), split=split, meta=meta)
 
 
 def load_file(path: Path, *, name: str | None = None) -> EvalDataset:

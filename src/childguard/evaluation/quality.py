@@ -183,6 +183,7 @@ def quality_table(rows: Sequence[RunRow]) -> str:
     for label, fam in OWN_SETS:
         head += [f"{label} violating recall / look-alikes flagged / look-alikes blocked"]
         head += [f"{label} {c} recall / FPR" for c in own_codes[fam]]
+    head += ["v2 violating recall: plain / disguised (obfuscated, injection-wrapped)"]
     head += ["review rate", "judge call rate (OAI / XSTest / v1 / v2)",
              "p50 ms (all / without judge)", "error rate"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -206,6 +207,9 @@ def quality_table(rows: Sequence[RunRow]) -> str:
                 rec = _get(m, own and f"{own}.{c}.recall")
                 fpr = _get(m, own and f"{own}.{c}.fpr")
                 cells.append(f"{_fmt(rec, 2)} / {_fmt(fpr, 2)}")
+        v2 = dataset_prefix(m, OWN_SETS[-1][1])
+        cells.append(f"{_ci(m, v2 and f'{v2}.slice.plain.any.recall', 2)} / "
+                     f"{_ci(m, v2 and f'{v2}.slice.disguised.any.recall', 2)}")
         p50, p50_cheap = _get(m, "latency_p50_ms"), _get(m, "latency_p50_unjudged_ms")
         per_set = " / ".join(
             _fmt(_get(m, pre and f"{pre}.judge_call_rate"), 2)

@@ -191,8 +191,12 @@ def predict(pipeline: Classifier, datasets: Sequence[EvalDataset], *,
                 latency = (time.perf_counter() - t0) * 1000
                 if cache is not None:
                     latency += cache.take_replayed_ms()
-                preds.append(from_verdict(verdict, dataset=ds.name, labels=it.labels,
-                                          split=it.split, latency_ms=latency))
+                pred = from_verdict(verdict, dataset=ds.name, labels=it.labels,
+                                    split=it.split, latency_ms=latency)
+                if "obfuscation" in it.meta:
+                    pred = dataclasses.replace(pred, extra={
+                        **pred.extra, "obfuscation": it.meta["obfuscation"]})
+                preds.append(pred)
     return preds
 
 
@@ -242,6 +246,7 @@ def _group_metrics(rows: Sequence[Prediction], codes: Sequence[str],
         m.update(_scored(code, [p.labels[code] for p in lab], [p.score(code) for p in lab],
                          [p.category_flagged(code) for p in lab],
                          [p.category_blocked(code) for p in lab], fpr_targets))
+    m.update(_obfuscation_slices(valid))
     anyl = [(p, y) for p in valid if (y := _any(p)) is not None]
     if anyl:
         m.update(_scored(ANY, [y for _, y in anyl],
@@ -257,6 +262,33 @@ def _scored(code: str, labels: Sequence[int], scores: Sequence[float], flags: Se
     cm = category_metrics(labels, scores, flags, blocks, fpr_targets=fpr_targets)
     return {f"{code}.{k}": v for k, v in
             {**cm.as_flat(), **bootstrap_intervals(labels, scores, flags)}.items()}
+
+
+def _obfuscation_slices(rows: Sequence[Prediction]) -> dict[str, float]:
+    """Recall of violating items written plainly vs obfuscated or injection-wrapped (items
+    whose set marks `obfuscation`): the acceptance that disguise costs no recall.
+    `slice.plain.any.recall`, `slice.disguised.any.recall`, `slice.<kind>.any.recall`, with
+    `.n` and bootstrap intervals."""
+    marked_sets = {p.dataset for p in rows if "obfuscation" in p.extra}
+    if not marked_sets:
+        return {}
+    out: dict[str, float] = {}
+    pos = [p for p in rows if p.dataset in marked_sets and _any(p) == 1]
+    kinds = sorted({str(p.extra["obfuscation"]) for p in pos if "obfuscation" in p.extra})
+    groups = {"plain": [p for p in pos if "obfuscation" not in p.extra],
+              "disguised": [p for p in pos if "obfuscation" in p.extra],
+              **{k: [p for p in pos if p.extra.get("obfuscation") == k] for k in kinds}}
+    for name, group in groups.items():
+        if not group:
+            continue
+        flags = [p.flagged for p in group]
+        out[f"slice.{name}.any.n"] = float(len(group))
+        out[f"slice.{name}.any.recall"] = float(np.mean(flags))
+        ci = bootstrap_intervals([1] * len(group), [1.0] * len(group), flags)
+        for k in ("recall_lo", "recall_hi"):
+            if k in ci:
+                out[f"slice.{name}.any.{k}"] = ci[k]
+    return out
 
 
 def _any(p: Prediction) -> int | None:

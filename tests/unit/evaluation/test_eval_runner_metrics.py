@@ -77,3 +77,25 @@ def test_latency_of_items_that_skip_the_judge_is_reported_apart() -> None:
     assert m["d.latency_p50_unjudged_ms"] == pytest.approx(15.0)
     judged_only = compute_metrics(preds[:1], ["sexual_minors"])
     assert "d.latency_p50_unjudged_ms" not in judged_only
+
+
+def test_obfuscation_slices_compare_disguised_with_plain_recall() -> None:
+    from childguard.evaluation.predictions import Prediction
+    from childguard.evaluation.runner import compute_metrics
+
+    def pred(i: int, y: int, flagged: bool, obf: str | None, ds: str = "v2") -> Prediction:
+        return Prediction(id=f"{ds}{i}", dataset=ds, labels={"grooming": y},
+                          scores={"grooming": 0.9 if flagged else 0.1}, category_decisions={},
+                          decision="review" if flagged else "allow", status="ok",
+                          judged=False, latency_ms=1.0,
+                          extra={"obfuscation": obf} if obf else {})
+
+    rows = [pred(0, 1, True, None), pred(1, 1, True, None), pred(2, 1, False, "leet"),
+            pred(3, 1, True, "injection"), pred(4, 0, True, "leet"),
+            pred(5, 1, False, None, ds="oai")]  # a set without markers stays out
+    m = compute_metrics(rows, ["grooming"])
+    assert m["v2.slice.plain.any.recall"] == 1.0 and m["v2.slice.plain.any.n"] == 2
+    assert m["v2.slice.disguised.any.recall"] == 0.5 and m["v2.slice.disguised.any.n"] == 2
+    assert m["v2.slice.leet.any.recall"] == 0.0 and m["v2.slice.injection.any.recall"] == 1.0
+    assert m["slice.plain.any.n"] == 2  # the oai row is not "plain"
+    assert not any(k.startswith("oai.slice") for k in m)
