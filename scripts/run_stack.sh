@@ -59,6 +59,26 @@ stop_one() {
 # flagged ~20% of XSTest's safe prompts at the recall we want (an endangerment signal needs a
 # fine-tuned classifier or the judge); its look-alikes are the negatives that keep the
 # sexual_minors probe off sex education (30% of v2 look-alikes flagged without them).
+# The text encoder the probes read: all-MiniLM-L6-v2 fine-tuned end to end on every labelled
+# row (`childguard eval fine-tune`, a few minutes once; selected over the frozen encoder by
+# cross-validation on train rows, scripts/experiments/finetune_cv.py). It is saved under the
+# data dir with alias `default`, which the embedder builder picks up; the probes below are
+# then trained on its embeddings. Without ../shared/datasets the packaged weights are used.
+ensure_encoder() {
+  if "$BIN/python" -c "import sys; from childguard.settings import Settings; \
+from childguard.models.embedders import tuned_encoder; \
+s = Settings.load(); sys.exit(0 if (not s.models.tuned_encoder or tuned_encoder(s)) else 1)" \
+      2>/dev/null; then
+    echo "text encoder present"
+  elif [ -d ../shared/datasets ]; then
+    "$CG" eval fine-tune -d openai_moderation_all \
+      -d evaluation_sets/child_safety_v1.jsonl -d evaluation_sets/child_safety_v2.jsonl \
+      --alias default --quiet
+  else
+    echo "no ../shared/datasets: the packaged all-MiniLM-L6-v2 weights are used"
+  fi
+}
+
 ensure_probes() {
   # probes count only if trained on the configured text embedder (features included)
   if "$BIN/python" -c "import sys; from childguard.settings import Settings; \
@@ -88,6 +108,7 @@ case "${1:-start}" in
     echo "== policies"; "$CG" policy validate
     echo "== model weights"; "$CG" models pull
     echo "== MLflow"; start_mlflow
+    echo "== text encoder"; ensure_encoder
     echo "== text probes (gate)"; ensure_probes
     echo "== Label Studio (own venv .venv-ls)"
     [ -x .venv-ls/bin/label-studio ] || bash scripts/labelstudio.sh install
