@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create the app venv (if missing) and install childguard with its CPU model stack.
-# torch 2.14.1 + torchvision 0.29.1 come from the local wheel store (see DESIGN.md section 5).
+# torch 2.14.1 + torchvision 0.29.1 come from the local wheel store (pip takes them from this machine's wheel store; README, "Models").
 set -euo pipefail
 PYTHON=${PYTHON:-python3.11}
 VENV=${VENV:-.venv}
@@ -24,7 +24,7 @@ if "$VENV/bin/python" -c "import llama_cpp, sys; sys.exit('AMX_INT8 = 1' not in 
   "$VENV/bin/python" -m pip install -q --no-cache-dir --force-reinstall --no-deps "llama-cpp-python==$llama"
 fi
 # nudenet and rapidocr pull both opencv-python and opencv-python-headless, which install the
-# same cv2 module over each other; keep only the headless one (DESIGN.md section 5).
+# same cv2 module over each other; keep only the headless one.
 if "$VENV/bin/python" -m pip show -q opencv-python >/dev/null 2>&1; then
   headless=$("$VENV/bin/python" -m pip show opencv-python-headless | awk '/^Version:/{print $2}')
   "$VENV/bin/python" -m pip uninstall -q -y opencv-python

@@ -482,7 +482,7 @@ class Combination:
 class ScoreCombiner(ABC):
     """Turns probe scores and the judge's answer into one score per policy category.
 
-    Swappable so evaluation can plug in a calibrated combination (issue 8) without touching
+    Swappable so evaluation can plug in a calibrated combination (`StackedCombiner`) without touching
     the cascade.
     """
 
@@ -566,8 +566,8 @@ class MaxCombiner(JudgeFirstCombiner):
     Why: the two models fail differently. The probes are trained on labelled data and know the
     patterns it holds (grooming scripts, sextortion threats, age words next to sexual text);
     the judge reads the policy and can catch what no training item showed. Replacing the probe
-    with a small judge's score threw away most of the probes' recall (issue 8: grooming recall
-    0.08 with `judge_first`); taking the maximum keeps both, and the calibrated thresholds then
+    with a small judge's score threw away most of the probes' recall (grooming recall
+    0.08 with `judge_first`, docs/quality.md); taking the maximum keeps both, and the calibrated thresholds then
     hold the false positive rate. Escalations are those of `JudgeFirstCombiner`.
     """
 
@@ -1403,7 +1403,7 @@ class Pipeline:
 
         Why keep the scores: a reviewer deciding an item whose judge failed should see that the
         probes scored it 0.86 for sexual_minors, and the review queue and the evaluation rank
-        it by that score (issue 8: a long positive whose judge call failed had no scores, so it
+        it by that score (measured: a long positive whose judge call failed had no scores, so it
         ranked below every benign item in AUPRC). The scores do not change the decision: the
         item goes to review whatever they say (only review decisions reach the review queue, so
         not even a category at its block threshold blocks without a human); each category keeps

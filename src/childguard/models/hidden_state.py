@@ -2,12 +2,12 @@
 
 Why: a sentence embedding (all-MiniLM-L6-v2) encodes what a text is *about*; whether a message
 sexualises or grooms a child is often in how it addresses someone, which a 22M-parameter
-sentence model blurs (DESIGN.md section 8: the MiniLM probe misses grooming and sextortion). An
+sentence model blurs (the frozen MiniLM probe misses grooming and sextortion). An
 instruction-tuned LLM that has just read "does this message sexualise, groom or exploit a
 minor?" followed by the message should hold, in the hidden state of its last prompt token,
 the evidence it would answer from. A linear probe on that vector is a judge that costs one prompt
 pass and no generation, is trained on our labels, and gives a calibrated score instead of a
-yes/no token (issue 8; `judge_probe.py` has what it measured).
+yes/no token (`judge_probe.py` has what it measured).
 
 How: llama.cpp with `embeddings=True` and last-token pooling returns that hidden state
 (`llama_get_embeddings_seq`). The prompt is the model's chat frame with a short, fixed,

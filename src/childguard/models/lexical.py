@@ -7,7 +7,7 @@ the first 256 word pieces of a long text, so a probe on it sees *sexual* far bet
 a child*. Counting explicit age indicators over the whole text and giving the counts to the
 same linear probe fixes much of that. Measured with 5-fold cross-validation (3 seeds) on the
 OpenAI moderation dev half (488 rows, 39 sexual/minors): probe AUPRC 0.61 on MiniLM alone,
-0.69 with these three features (C=2, `/tmp` exploration recorded in issue 8).
+0.69 with these three features (C=2; C was later re-selected by CV, see `probe_C` below).
 
 The lexicon names age and school-age terms only, never sexual vocabulary: the embedding already
 carries the topic, the features carry the age. It is versioned (`LEXICON_VERSION`): the

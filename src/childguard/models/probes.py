@@ -1,7 +1,7 @@
 """Per-category probes: calibrated linear classifiers on embeddings.
 
 Why: a logistic regression on all-MiniLM-L6-v2 embeddings is the strongest cheap signal we have
-(DESIGN.md section 8) and costs microseconds, so it drives the gate that lets clearly benign
+(docs/quality.md) and costs microseconds, so it drives the gate that lets clearly benign
 items skip the LLM judge. Its output is only useful as a *probability* (the gate compares it to
 `allow_below`, the decision compares it to per-category thresholds), so each probe is calibrated
 (Platt scaling inside cross-validation, sklearn's `CalibratedClassifierCV(method="sigmoid")`).
