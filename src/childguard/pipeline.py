@@ -482,8 +482,8 @@ class Combination:
 class ScoreCombiner(ABC):
     """Turns probe scores and the judge's answer into one score per policy category.
 
-    Swappable so evaluation can plug in a calibrated combination (`StackedCombiner`) without touching
-    the cascade.
+    Swappable so evaluation can plug in a calibrated combination (`StackedCombiner`) without
+    touching the cascade.
     """
 
     name: ClassVar[str]
@@ -567,8 +567,8 @@ class MaxCombiner(JudgeFirstCombiner):
     patterns it holds (grooming scripts, sextortion threats, age words next to sexual text);
     the judge reads the policy and can catch what no training item showed. Replacing the probe
     with a small judge's score threw away most of the probes' recall (grooming recall
-    0.08 with `judge_first`, docs/quality.md); taking the maximum keeps both, and the calibrated thresholds then
-    hold the false positive rate. Escalations are those of `JudgeFirstCombiner`.
+    0.08 with `judge_first`, docs/quality.md); taking the maximum keeps both, and the calibrated
+    thresholds then hold the false positive rate. Escalations are those of `JudgeFirstCombiner`.
     """
 
     name = "max"

@@ -92,7 +92,8 @@ class ModelSettings(_Section):
         default="per_source",
         description="per_source: a category labelled by several training sets gets one probe "
         "head per set, scored by the highest (models/probes.py HeadedProbe; measured "
-        "sexual_minors AUPRC 0.559 pooled, 0.602 per source, docs/quality.md); pooled: one probe per category",
+        "sexual_minors AUPRC 0.559 pooled, 0.602 per source, docs/quality.md); pooled: one "
+        "probe per category",
     )
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = Field(

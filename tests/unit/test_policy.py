@@ -51,7 +51,8 @@ def test_static_prompt_is_within_budget_and_item_free() -> None:
     p = load_policy(POLICIES / "child_safety")
     system = p.render_system()
     words = len(system.split())
-    # policy prompts of 400 to 800 tokens work best for policy-prompted judges; roughly 0.75 words per token for English
+    # policy prompts of 400 to 800 tokens work best for policy-prompted judges; roughly 0.75
+    # words per token for English
     assert 300 <= words <= 1100, words
     assert "{{" not in system
     # the static part is identical for every item: it is the cacheable prefix

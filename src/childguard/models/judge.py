@@ -248,13 +248,13 @@ def merge_outputs(outs: Sequence[JudgeOutput]) -> tuple[JudgeOutput, int]:
 
 
 # -- items longer than the judge's context ------------------------------------------------
-# A judge with a bounded context (llama.cpp's n_ctx) cannot read a long item in one prompt.
-# Failing it (status=error, review) sends every long message to a human and leaves it without
-# a judge score (a 744-word positive of the OpenAI set errored). Instead the oldest earlier messages are
-# dropped first, and when the message alone is still too long it is judged in consecutive,
-# overlapping windows; a violation anywhere in the message is a violation, so the highest
-# score of any window counts (for the violation and for each category). Only an item that
-# does not fit in MAX_WINDOWS windows still errors (review: fail closed).
+# A judge with a bounded context (llama.cpp's n_ctx) cannot read a long item in one prompt. Failing
+# it (status=error, review) sends every long message to a human and leaves it without a judge score
+# (a 744-word positive of the OpenAI set errored). Instead the oldest earlier messages are dropped
+# first, and when the message alone is still too long it is judged in consecutive, overlapping
+# windows; a violation anywhere in the message is a violation, so the highest score of any window
+# counts (for the violation and for each category). Only an item that does not fit in MAX_WINDOWS
+# windows still errors (review: fail closed).
 
 #: the most windows a long message is judged in (each is a judge call) before it errors
 MAX_WINDOWS = 6

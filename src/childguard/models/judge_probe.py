@@ -1,15 +1,15 @@
 """The probe judge: the judge model reads the item, trained probes on its hidden state answer.
 
 Why: on this CPU the packaged 1.5B judge cannot be made to *say* the right answer reliably (a
-yes/no prompt reaches sexual/minors AUPRC 0.26 on the OpenAI moderation rows), but what it has read is
-in its hidden state, and a linear probe on the last prompt token's hidden state, trained on our
-labelled sets, needs one prompt pass and no generated tokens. This judge keeps the judge's place
-in the cascade (the gate sends it what the cheap MiniLM probes cannot settle) and its contract
+yes/no prompt reaches sexual/minors AUPRC 0.26 on the OpenAI moderation rows), but what it has read
+is in its hidden state, and a linear probe on the last prompt token's hidden state, trained on our
+labelled sets, needs one prompt pass and no generated tokens. This judge keeps the judge's place in
+the cascade (the gate sends it what the cheap MiniLM probes cannot settle) and its contract
 (`JudgeOutput` with per-category probabilities, never raises), and replaces generation with the
-trained probes. Measured so far (5-fold CV on 130 rows / 29 positives of the OpenAI
-moderation dev half, 1.5B judge): sexual/minors AUPRC 0.66-0.68, about what the MiniLM probes
-reach on the same rows (0.69-0.70), not better; so it is not the default. It is the way to use
-a larger model's hidden state (any GGUF `judge.model`) without trusting its generated answer.
+trained probes. Measured so far (5-fold CV on 130 rows / 29 positives of the OpenAI moderation dev
+half, 1.5B judge): sexual/minors AUPRC 0.66-0.68, about what the MiniLM probes reach on the same
+rows (0.69-0.70), not better; so it is not the default. It is the way to use a larger model's
+hidden state (any GGUF `judge.model`) without trusting its generated answer.
 
 Its probes are a `ProbeSet` like the text probes, trained by `childguard eval train-probes
 --judge-features` (or inside an eval run with `--train-probes`, cross-fitted), saved under the
