@@ -286,9 +286,11 @@ def _parse_shard(raw: str | None) -> tuple[int, int] | None:
 @app.command("calibrate")
 def calibrate_cmd(
     ctx: typer.Context,
-    run: str | None = typer.Option(None, "--run",
-                                   help="calibrate on this eval run's predictions (ideally "
-                                        "a --no-gate run)"),
+    run: list[str] = typer.Option([], "--run",
+                                  help="calibrate on this eval run's predictions (ideally "
+                                       "a --no-gate run); repeatable: the runs' predictions "
+                                       "are pooled, and an item in several runs counts once, "
+                                       "from the first run that has it"),
     dataset: list[str] = typer.Option([], "--dataset", "-d",
                                       help=_DATASET_HELP + " (runs the pipeline without gate "
                                            "and calibration first)"),
@@ -337,11 +339,19 @@ def calibrate_cmd(
     if not 0.0 < calib_fraction < 1.0:
         raise UserError(f"--calib-fraction must be in (0, 1); received {calib_fraction}")
     base_policy = load_run_policy(settings, policy, gate=True, calibration=False)
-    if run is not None and dataset:
+    if run and dataset:
         raise UserError("give either --run or --dataset, not both")
-    if run is not None:
+    if run:
         client = tracking.configure(settings)
-        source_run, _, _, preds = load_run(client, run)
+        sources, seen, preds = [], set(), []
+        for ref in run:
+            rid, _, _, got = load_run(client, ref)
+            sources.append(rid)
+            for p in got:
+                if (p.dataset, p.id) not in seen:
+                    seen.add((p.dataset, p.id))
+                    preds.append(p)
+        source_run = ",".join(sources)
     else:
         result = evaluate(settings, _datasets(dataset, datasets_dir), policy=base_policy,
                           options=RunOptions(judge=judge, gate=False, calibration=False,

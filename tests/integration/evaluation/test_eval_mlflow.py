@@ -140,6 +140,14 @@ def test_calibrate_writes_thresholds_the_next_run_uses(world: dict[str, Any],
     client = tracking.configure(eval_settings)
     cal_run = client.get_run(res["calibration_run"])
     assert "sexual_minors.holdout_recall" in cal_run.data.metrics
+    # several runs pool their predictions, an item counted once (from the first run)
+    a_id, b_id = world["runs"]["A"].run_id, world["runs"]["B"].run_id
+    pooled = _cli(eval_settings, "eval", "calibrate", "--run", a_id, "--run", b_id,
+                  "--policy", str(pa), "--recall", "0.9", "--dry-run", "--json")
+    assert pooled.exit_code == 0, pooled.output
+    got = json.loads(pooled.stdout)
+    assert got["source_run"] == f"{a_id},{b_id}"
+    assert got["report"]["calib_items"] == res["report"]["calib_items"]  # same items, once
 
 
 def test_train_probes_save_log_and_load_by_alias(eval_settings: Settings) -> None:
