@@ -352,10 +352,11 @@ def _embedders(settings: Settings, models: str) -> tuple[Any, Any, dict[str, str
 def _probes(settings: Settings, text_embedder: Any) -> Any:
     """The newest probe set trained on this text embedder, or None (the gate then judges all)."""
     from childguard.models.probes import ProbeSet
+    from childguard.pipeline import embedder_keys
 
-    names = {getattr(text_embedder, "name", ""), text_embedder.model_version} - {""}
-    for name in sorted(names):
-        probes = ProbeSet.load_default(settings, embedder=name)
+    # the same keys, in the same order, as Pipeline.from_settings: both hosts load one set
+    for key in embedder_keys(text_embedder):
+        probes = ProbeSet.load_default(settings, embedder=key)
         if probes is not None:
             return probes
     return None
@@ -564,7 +565,10 @@ class RayBackend:
             timings["signals"] = signals.elapsed_ms
             if gate is not None:
                 timings["gate"] = gate.elapsed_ms
-                if gate.ok and not gate.allowed:
+                # as in process (Pipeline.run_prepared): a failed signal stage or detector is
+                # decided as an error (review) without spending a judge call
+                settled = not signals.ok or bool(signals.failed_signals)
+                if gate.ok and not gate.allowed and not settled:
                     judge = await self._call(
                         JudgeResult, item, h["judge"].judge.remote(
                             (dataclasses.replace(item, image_bytes=None), signals))
