@@ -46,9 +46,12 @@ def _root(
     config: Path | None = typer.Option(
         None, "--config", help="TOML settings file (default: $CHILDGUARD_CONFIG)", exists=False
     ),
+    debug: bool = typer.Option(
+        False, "--debug", help="print the traceback of an unexpected error on the terminal "
+        "(otherwise it goes to <data dir>/logs/cli.log)"),
 ) -> None:
     """childguard: read settings once and pass them to the subcommand."""
-    ctx.obj = {"config": config}
+    ctx.obj = {"config": config, "debug": debug}
 
 
 def get_settings(ctx: typer.Context) -> Any:
@@ -97,10 +100,62 @@ def _register() -> None:
 _register()
 
 
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """Click's exception classes: Typer >= 0.29 vendors its own click (`typer._click`), and
+    a command may still raise the installed click's."""
+    types: list[type[BaseException]] = []
+    for mod in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            types.append(importlib.import_module(mod).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(types)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    return any(type(c).__name__ in ("UsageError", "BadParameter", "MissingParameter",
+                                    "NoSuchOption", "BadOptionUsage", "BadArgumentUsage")
+               for c in type(exc).__mro__ if isinstance(c, type))
+
+
+def cli_log_path() -> Path:
+    import os
+
+    home = os.environ.get("CHILDGUARD_HOME")
+    base = Path(home) if home else Path.home() / ".local" / "share" / "childguard"
+    return base / "logs" / "cli.log"
+
+
+def _report_unexpected(exc: BaseException, argv: list[str]) -> int:
+    """One line on the terminal; the traceback in the CLI log (or the terminal with --debug)."""
+    import traceback
+    from datetime import UTC, datetime
+
+    if "--debug" in argv:
+        traceback.print_exception(exc)
+        return 1
+    path = cli_log_path()
+    where = str(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            # the command's name and options, not its values (they may be content or keys)
+            shape = " ".join(a if a.startswith("-") or not i else "…" for i, a in
+                             enumerate(argv))
+            fh.write(f"--- {datetime.now(UTC).isoformat()} childguard {shape}\n")
+            fh.write("".join(traceback.format_exception(exc)))
+    except OSError:
+        where = "(the log could not be written; run again with --debug)"
+    typer.echo(f"error: unexpected {type(exc).__name__}; the traceback is in {where} "
+               "(or run with --debug)", err=True)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, map errors to exit codes, print the reason on stderr."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        rc = app(args=argv, standalone_mode=False)
+        rc = app(args=args, prog_name="childguard", standalone_mode=False)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
@@ -115,13 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 1
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return 2 if isinstance(exc, click.exceptions.UsageError) else exc.exit_code
-        raise
+    except Exception as exc:
+        if isinstance(exc, _usage_error_types()):
+            exc.show()  # type: ignore[attr-defined]  # the usage line and what was wrong
+            return 2 if _is_usage_error(exc) else int(getattr(exc, "exit_code", 1))
+        return _report_unexpected(exc, args)
     return rc if isinstance(rc, int) else 0
 
 
