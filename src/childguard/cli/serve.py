@@ -54,7 +54,8 @@ def _print_urls(url: str, secret: str | None) -> None:
         typer.echo(f"  admin key (shown once, store it now): {secret}")
         typer.echo(f"  try: curl -H 'Authorization: Bearer {secret}' {url}/readyz")
     else:
-        typer.echo("  an admin key exists already; more keys: childguard keys create NAME --role service")
+        typer.echo("  an admin key exists already; more keys: "
+                   "childguard keys create NAME --role service")
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
