@@ -54,17 +54,20 @@ class _ItemFacts:
     review_report: bool = False
 
 
-def transparency(store: ReportStore, start: datetime, end: datetime) -> dict[str, Any]:
+def transparency(store: ReportStore, start: datetime, end: datetime, *,
+                 now: datetime | None = None) -> dict[str, Any]:
     """Counts for items first classified in [start, end) (reviews counted whenever they came).
 
     - decisions_by_category: final decision (review overrides model) x top flagged category
     - automated vs human: items whose final decision is the model's vs a reviewer's
     - review SLA: hours from the model verdict to the first reviewer decision, for items the
-      model sent to review (pending ones counted and aged at `end`)
+      model sent to review (pending ones counted and aged at min(now, `end`): a window that
+      ends in the future does not age an item past the present)
     - overturn rate: reviewed items whose model decision was allow or block and the reviewer
       decided otherwise (review is not a decision, so review->x is not an overturn)
     """
     start, end = _aware(start), _aware(end)
+    aged_at = min(end, _aware(now) if now is not None else datetime.now(UTC))
     if not start < end:
         raise UserError(f"--from ({start.isoformat()}) must be before --to ({end.isoformat()})")
     facts: dict[str, _ItemFacts] = {}
@@ -100,7 +103,7 @@ def transparency(store: ReportStore, start: datetime, end: datetime) -> dict[str
             if f.review_at is not None:
                 sla_hours.append((f.review_at - f.model_at).total_seconds() / 3600)
             else:
-                pending_hours.append((end - f.model_at).total_seconds() / 3600)
+                pending_hours.append(max(0.0, (aged_at - f.model_at).total_seconds() / 3600))
         if f.review_decision is not None and f.model_decision != Decision.REVIEW.value:
             overturn_base += 1
             overturned += f.review_decision != f.model_decision

@@ -83,6 +83,15 @@ def test_transparency_counts(store_settings: Settings) -> None:
     sla = rep["review_sla_hours"]
     assert rep["sent_to_review"] == 2 and sla["reviewed"] == 1 and sla["pending"] == 1
     assert 0.0 <= sla["p50"] < 1.0
+    # the window ends an hour from now: the pending item is aged to now (seconds), not to
+    # the window's end (an hour more)
+    assert sla["oldest_pending"] is not None and sla["oldest_pending"] < 0.25
+    store = Store.from_settings(store_settings)
+    try:
+        later = transparency(store, *_window(), now=datetime.now(UTC) + timedelta(minutes=30))
+    finally:
+        store.close()
+    assert 0.45 < later["review_sla_hours"]["oldest_pending"] < 0.75
     assert rep["overturn"] == {"eligible": 1, "overturned": 1, "rate": 1.0}
     assert rep["reports_confirmed_by_reviewers"] == 1
     assert empty["items_classified"] == 0 and empty["human_share"] is None
