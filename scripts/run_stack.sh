@@ -142,6 +142,10 @@ case "${1:-start}" in
     done
     if [ -f "$HOME_DIR/serve.pid" ] && kill -0 "$(cat "$HOME_DIR/serve.pid")" 2>/dev/null; then
       echo "serve: running (pid $(cat "$HOME_DIR/serve.pid"))"
+    elif [ -f "$HOME_DIR/serve.pid" ]; then
+      left=$("$BIN/python" -c "from childguard.cli.processes import session_members; \
+print(len(session_members($(cat "$HOME_DIR/serve.pid")))))")
+      echo "serve: stopped unexpectedly (see $HOME_DIR/serve.log); $left leftover process(es) of its session; make stop ends them"
     else
       echo "serve: stopped"
     fi

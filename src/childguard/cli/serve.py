@@ -22,6 +22,7 @@ from typing import Any
 import typer
 
 from childguard.cli.main import get_settings
+from childguard.cli.processes import end_session
 from childguard.errors import DependencyError, UserError
 
 
@@ -93,14 +94,20 @@ def _stop(settings: Any) -> None:
     try:
         os.kill(pid, signal.SIGTERM)  # the server shuts Serve and its Ray instance down
     except ProcessLookupError:
-        typer.echo(f"server {pid} was not running")
+        # it died on its own (see serve.log); Ray's processes of its session may not have
+        killed = end_session(pid)
+        typer.echo(f"server {pid} was not running"
+                   + (f"; ended {len(killed)} leftover Ray process(es)" if killed else ""))
         pid_file.unlink(missing_ok=True)
         return
     if not _wait_exit(pid, 60.0):
         os.killpg(pid, signal.SIGKILL)  # it leads its own session: only its processes
         _wait_exit(pid, 10.0)
+    # what Ray leaves behind after its own shutdown (its agents) is still in the session
+    killed = end_session(pid)
     pid_file.unlink(missing_ok=True)
-    typer.echo(f"stopped server {pid}")
+    typer.echo(f"stopped server {pid}"
+               + (f" and {len(killed)} leftover Ray process(es)" if killed else ""))
 
 
 def app(
