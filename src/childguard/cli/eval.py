@@ -192,6 +192,9 @@ def table_cmd(
     records: Path | None = typer.Option(
         None, "--records", help="run records file (e.g. docs/quality_runs.jsonl): runs read "
         "from MLflow are copied into it, runs MLflow does not have are taken from it"),
+    readme: Path | None = typer.Option(
+        None, "--readme", help="instead of the full table, write the key figures of the given "
+        "runs (one column each) into this file's quality-summary block (README.md)"),
 ) -> None:
     """The quality table (docs/quality.md) from logged eval runs: nothing typed by hand."""
     from childguard.errors import NotFound
@@ -240,6 +243,18 @@ def table_cmd(
                         f"at {settings.mlflow_uri}{nor_records}; run `childguard eval run` first")
     if records is not None and from_store:
         write_records(records, kept, from_store)
+    if readme is not None:
+        from childguard.evaluation.quality import replace_readme_block, summary_table
+
+        cmd = "childguard eval table " + " ".join(r.run_id for r in rows)
+        cmd += (f" --records {records}" if records else "") + f" --readme {readme}"
+        try:
+            readme.write_text(replace_readme_block(readme.read_text(encoding="utf-8"),
+                                                   summary_table(rows), cmd), encoding="utf-8")
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{readme}: {exc}") from exc
+        typer.echo(f"wrote the quality summary of {len(rows)} runs into {readme}")
+        return
     table = quality_table(rows)
     if out is None:
         typer.echo(table, nl=False)

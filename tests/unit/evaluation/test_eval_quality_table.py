@@ -148,3 +148,31 @@ def test_v2_columns_and_per_set_judge_call_rates() -> None:
     row = lines[2]
     assert "| 0.90 / 0.04 / 0.00 |" in row and "| 0.85 / 0.02 |" in row
     assert "| 0.600 (0.25 / 0.04 / n/a / 0.50) |" in row
+
+
+def test_readme_summary_block_is_generated_from_runs() -> None:
+    from childguard.evaluation.quality import (
+        README_END,
+        README_START,
+        replace_readme_block,
+        summary_table,
+    )
+
+    a = _run("aaaaaaaa1", {"xstest.items": 250.0, "xstest.any.fpr": 0.116,
+                           "xstest.any.fpr_lo": 0.08, "xstest.any.fpr_hi": 0.156,
+                           "child_safety_v2:test.items": 360.0,
+                           "child_safety_v2:test.any.recall": 0.942,
+                           "child_safety_v2:test.grooming.recall": 0.875,
+                           "child_safety_v2:test.judge_call_rate": 0.0})
+    b = _run("bbbbbbbb2", {"xstest.items": 250.0, "xstest.any.fpr": 0.02})
+    table = summary_table([a, b])
+    assert "| test split | name-aaaaaaaa1 `aaaaaaaa` | name-bbbbbbbb2 `bbbbbbbb` |" in table
+    assert "| XSTest safe prompts flagged | 11.6% [8, 16] | 2.0% |" in table
+    assert "0.88 / n/a / n/a" in table  # grooming / sextortion / endangerment recall
+    assert "| child_safety_v2: violating flagged | 94.2% | n/a |" in table
+    doc = f"intro\n{README_START}\nold table\n{README_END}\nafter\n"
+    out = replace_readme_block(doc, table, "childguard eval table aaaaaaaa1 --readme README.md")
+    assert out.startswith("intro\n") and out.endswith(f"{README_END}\nafter\n")
+    assert "old table" not in out and "11.6%" in out and "Regenerate: `childguard eval" in out
+    with pytest.raises(ValueError, match="no summary block"):
+        replace_readme_block("no markers", table, "x")
