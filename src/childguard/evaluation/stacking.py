@@ -9,8 +9,10 @@ run without the gate so that every row has a judge score; thresholds are then fi
 stacked scores of the same rows (conformal, `calibration.calibrate`).
 
 Features: logit(probe), logit(judge), on judged rows (an item the judge did not see keeps its
-probe score). A category needs `min_positives` judged calib positives and negatives with probe
-scores, or it keeps `max`.
+probe score). The judge's weight is kept only when it raises the cross-validated AUPRC on
+the calib rows over the probe alone (by MIN_GAIN); otherwise it is 0 and the judge's answer is
+shown to reviewers but does not move the score. A category needs `min_positives` judged calib
+positives and negatives with probe scores, or it keeps `max`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from childguard.evaluation.predictions import Prediction
 from childguard.policy import StackWeights, _logit
 
 MIN_POSITIVES = 8
+#: cross-validated AUPRC the judge must add over the probe alone to keep a weight (a noise
+#: judge gains a few thousandths on a calib split by chance)
+MIN_GAIN = 0.01
 
 
 def _features(p: Prediction, code: str) -> tuple[float, float | None] | None:
@@ -39,7 +44,7 @@ def _features(p: Prediction, code: str) -> tuple[float, float | None] | None:
 
 def fit_stacker(preds: Sequence[Prediction], codes: Sequence[str], *,
                 calib_fraction: float = 0.5, c: float = 1.0,
-                min_positives: int = MIN_POSITIVES,
+                min_positives: int = MIN_POSITIVES, min_gain: float = MIN_GAIN,
                 ) -> tuple[dict[str, StackWeights], dict[str, Any]]:
     """Weights per category with enough judged calib positives and negatives, and a report
     per category (rows, positives, the weights or why none were fitted)."""
@@ -59,14 +64,43 @@ def fit_stacker(preds: Sequence[Prediction], codes: Sequence[str], *,
             report[code] = entry
             continue
         x = np.array([[_logit(pr), _logit(j if j is not None else 0.0)] for _, (pr, j) in rows])
+        # does the judge earn its place? cross-validated AUPRC on these calib rows, with and
+        # without the judge's logit; without a gain the judge gets weight 0 (the score is then
+        # a monotone map of the probe's: same ranking, thresholds fitted on it)
+        with_judge, probe_only = _cv_auprc(x, y, c), _cv_auprc(x[:, :1], y, c)
+        entry.update({"cv_auprc_stacked": round(with_judge, 4),
+                      "cv_auprc_probe_only": round(probe_only, 4)})
+        use_judge = with_judge >= probe_only + min_gain
         clf = LogisticRegression(C=c, max_iter=5000)
-        clf.fit(x, y)
+        clf.fit(x if use_judge else x[:, :1], y)
         weights[code] = StackWeights(bias=round(float(clf.intercept_[0]), 6),
                                      probe=round(float(clf.coef_[0][0]), 6),
-                                     judge=round(float(clf.coef_[0][1]), 6))
+                                     judge=round(float(clf.coef_[0][1]), 6) if use_judge else 0.0)
         entry.update(weights[code].model_dump())
+        if not use_judge:
+            entry["note"] = ("the judge did not raise cross-validated AUPRC on the calib rows: "
+                             "judge weight 0")
         report[code] = entry
     return weights, report
+
+
+def _cv_auprc(x: np.ndarray, y: np.ndarray, c: float, *, folds: int = 5,
+              repeats: int = 3) -> float:
+    """Out-of-fold AUPRC of a logistic regression on `x` (stratified folds, averaged over
+    `repeats` shuffles with fixed seeds)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import average_precision_score
+    from sklearn.model_selection import StratifiedKFold
+
+    k = max(2, min(folds, int(y.sum()), int(len(y) - y.sum())))
+    scores = []
+    for seed in range(repeats):
+        oof = np.zeros(len(y))
+        for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+            oof[te] = LogisticRegression(C=c, max_iter=5000).fit(x[tr], y[tr]) \
+                .predict_proba(x[te])[:, 1]
+        scores.append(float(average_precision_score(y, oof)))
+    return float(np.mean(scores))
 
 
 def stacked(preds: Sequence[Prediction], weights: dict[str, StackWeights]) -> list[Prediction]:

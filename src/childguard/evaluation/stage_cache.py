@@ -43,6 +43,10 @@ _JUDGE_SETTINGS_IGNORED = {"url", "api_key", "timeout_s", "threads", "feature_ca
                            "prefix_cache"}
 
 
+#: policy judge settings that do not change the judge's answer (only what is done with it)
+_JUDGING_IGNORED = {"combine", "stacker"}
+
+
 def digest(*parts: Any) -> str:
     """sha256 of the parts as canonical JSON."""
     raw = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
@@ -181,7 +185,8 @@ class CachedJudge(Judge):
         self.cache = cache
         self.policy = policy
         self._settings = settings.model_dump(mode="json", exclude=_JUDGE_SETTINGS_IGNORED)
-        self._judging = policy.spec.judge.model_dump(mode="json")
+        # how the judge is asked (mode, token budget), not how its answer is combined
+        self._judging = policy.spec.judge.model_dump(mode="json", exclude=_JUDGING_IGNORED)
         self._codes = list(policy.spec.codes)
 
     @classmethod

@@ -55,10 +55,20 @@ def test_stacker_beats_max_when_the_judge_is_informative() -> None:
     assert _auprc(stacked(test, weights)) > _auprc(test) + 0.02
 
 
-def test_noise_judge_gets_little_weight() -> None:
-    calib = _preds(400, 3, "calib", judge_informative=False)
-    w = fit_stacker(calib, ["grooming"])[0]["grooming"]
-    assert abs(w.judge) < 0.5 * w.probe
+def test_a_judge_that_adds_nothing_gets_weight_zero() -> None:
+    # a noise judge: the CV gain it shows on 400 calib rows is chance, mostly under MIN_GAIN
+    # (on seed 3 it is 0.0145: the guard is a heuristic, so it is checked over 4 fixed seeds)
+    fits = [fit_stacker(_preds(400, seed, "calib", judge_informative=False), ["grooming"])
+            for seed in (3, 4, 5, 6)]
+    dropped = [(w["grooming"], r["grooming"]) for w, r in fits if w["grooming"].judge == 0.0]
+    assert len(dropped) >= 3
+    for w, r in dropped:
+        assert w.probe > 0 and "judge weight 0" in r["note"]
+        assert r["cv_auprc_stacked"] < r["cv_auprc_probe_only"] + 0.01
+    # an informative judge keeps its weight, and the report says why
+    weights, report = fit_stacker(_preds(400, 1, "calib"), ["grooming"])
+    assert weights["grooming"].judge > 0
+    assert report["grooming"]["cv_auprc_stacked"] > report["grooming"]["cv_auprc_probe_only"]
 
 
 def test_stacker_in_calibration_file(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ second eval run replays every judge call."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,6 +92,15 @@ def test_judge_answers_replay_and_keys_follow_the_prompt(tmp_path: Path) -> None
     # settings that cannot change an answer do not change the key
     CachedJudge(inner, cache, policy, JudgeSettings(timeout_s=99.0)).judge(
         _item(f"hello {SECRET} one"))
+    assert inner.calls == 4
+    # how the answer is combined (combine, stacker weights) is not part of the key
+    from childguard.policy import StackWeights
+
+    stacked = dataclasses.replace(policy, spec=policy.spec.model_copy(update={
+        "judge": policy.spec.judge.model_copy(update={
+            "combine": "stacked", "stacker": {"grooming": StackWeights(bias=0, probe=1,
+                                                                       judge=1)}})}))
+    CachedJudge(inner, cache, stacked, JudgeSettings()).judge(_item(f"hello {SECRET} one"))
     assert inner.calls == 4
     # the replayed answer carries the recorded time, for the run's latency metrics
     cache.take_replayed_ms()
