@@ -110,9 +110,12 @@ def dataset_prefix(metrics: Mapping[str, float], family: str) -> str | None:
     """The metric prefix of the first set of `family` in a run (`xstest`,
     `openai_moderation:test`), or None when the run did not measure that family."""
     names = sorted({k.split(".", 1)[0] for k in metrics if k.endswith(".items")})
-    for name in names:
-        if name == family or name.startswith(family + ":"):
-            return name
+    # `openai_moderation_all` (every row, S3 unknown as negative) counts as the OpenAI family
+    accepted = (family, *((f"{family}_all",) if family == OPENAI else ()))
+    for fam in accepted:
+        for name in names:
+            if name == fam or name.startswith(fam + ":"):
+                return name
     return None
 
 
@@ -144,7 +147,8 @@ def _own_codes(row: RunRow, prefix: str | None) -> list[str]:
         return []
     codes = {k[len(prefix) + 1:].rsplit(".", 1)[0] for k in row.metrics
              if k.startswith(prefix + ".") and k.endswith(".recall")}
-    return sorted(codes - {"any"})
+    # slice metrics (`slice.<kind>.any.recall`) have their own column
+    return sorted(c for c in codes - {"any"} if "." not in c)
 
 
 def describe_config(row: RunRow) -> str:

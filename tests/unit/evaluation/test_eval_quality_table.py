@@ -176,3 +176,14 @@ def test_readme_summary_block_is_generated_from_runs() -> None:
     assert "old table" not in out and "11.6%" in out and "Regenerate: `childguard eval" in out
     with pytest.raises(ValueError, match="no summary block"):
         replace_readme_block("no markers", table, "x")
+
+
+def test_openai_all_rows_and_slices_in_the_table() -> None:
+    m = {"openai_moderation_all:test.items": 417.0,
+         "openai_moderation_all:test.sexual_minors.auprc": 0.49,
+         "child_safety_v2:test.items": 360.0, "child_safety_v2:test.grooming.recall": 0.9,
+         "child_safety_v2:test.slice.plain.any.recall": 0.96}
+    assert dataset_prefix(m, "openai_moderation") == "openai_moderation_all:test"
+    table = quality_table([_run("r1", m)])
+    assert "0.490" in table
+    assert "slice" not in table.splitlines()[0]  # no per-code column made of slice metrics
