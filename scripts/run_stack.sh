@@ -54,11 +54,10 @@ stop_one() {
 # refit on all the data: the shipped probes are never what `childguard eval run` reports,
 # which trains its own probes in the run with --train-probes, cross-fitted on the evaluated
 # sets). Without ../shared/datasets the service runs without probes: every item then goes to
-# the judge (slower, never less safe). child_safety_v2 trains every category but
-# endangerment: its endangerment rows teach a frozen-embedding probe "violent words", which
-# flagged ~20% of XSTest's safe prompts at the recall we want (an endangerment signal needs a
-# fine-tuned classifier or the judge); its look-alikes are the negatives that keep the
-# sexual_minors probe off sex education (30% of v2 look-alikes flagged without them).
+# the judge (slower, never less safe). On the fine-tuned encoder child_safety_v2 trains every
+# category, as the report protocol measures it (docs/evaluation.md); with the frozen encoder its
+# endangerment rows were left out (a frozen-embedding probe learnt "violent words"). Its
+# look-alikes are the negatives that keep the sexual_minors probe off sex education.
 # The text encoder the probes read: all-MiniLM-L6-v2 fine-tuned end to end on every labelled
 # row (`childguard eval fine-tune`, a few minutes once; selected over the frozen encoder by
 # cross-validation on train rows, scripts/experiments/finetune_cv.py). It is saved under the
@@ -90,7 +89,7 @@ sys.exit(0 if any(ProbeSet.load_default(s, embedder=k) for k in keys) else 1)" 2
   elif [ -d ../shared/datasets ]; then
     "$CG" eval train-probes -d openai_moderation_all \
       -d evaluation_sets/child_safety_v1.jsonl \
-      -d 'evaluation_sets/child_safety_v2.jsonl{grooming,sextortion,sexual_minors,sexualised_commentary,abuse_material_trade}' \
+      -d evaluation_sets/child_safety_v2.jsonl \
       --alias default --quiet
   else
     echo "no probes and no ../shared/datasets: the gate stays closed (every item is judged)"
