@@ -135,11 +135,15 @@ def _ci(metrics: Mapping[str, float], key: str | None, digits: int = 3) -> str:
     v = _get(metrics, key)
     if v is None or key is None:
         return "n/a"
-    base, _, metric = key.rpartition(".")
-    lo, hi = (_get(metrics, f"{base}.{metric}_lo"), _get(metrics, f"{base}.{metric}_hi"))
+    lo, hi = _bounds(metrics, key)
     if lo is None or hi is None:
         return _fmt(v, digits)
     return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _bounds(metrics: Mapping[str, float], key: str) -> tuple[float | None, float | None]:
+    """The run's bootstrap 95% interval of metric `key` (`<key>_lo`, `<key>_hi`), if logged."""
+    return _get(metrics, f"{key}_lo"), _get(metrics, f"{key}_hi")
 
 
 def _own_codes(row: RunRow, prefix: str | None) -> list[str]:
@@ -237,7 +241,7 @@ def _pct(metrics: Mapping[str, float], key: str | None, *, ci: bool = True) -> s
     if v is None:
         return "n/a"
     out = f"{100 * v:.1f}%"
-    lo, hi = _get(metrics, key and f"{key}_lo"), _get(metrics, key and f"{key}_hi")
+    lo, hi = _bounds(metrics, key) if key else (None, None)
     if ci and lo is not None and hi is not None:
         out += f" [{100 * lo:.0f}, {100 * hi:.0f}]"
     return out
