@@ -51,7 +51,8 @@ def _root(
         "(otherwise it goes to <data dir>/logs/cli.log)"),
 ) -> None:
     """childguard: read settings once and pass them to the subcommand."""
-    ctx.obj = {"config": config, "debug": debug}
+    # --debug is read by `main` from the arguments: it matters where no context exists yet
+    ctx.obj = {"config": config}
 
 
 def get_settings(ctx: typer.Context) -> Any:

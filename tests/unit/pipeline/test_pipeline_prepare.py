@@ -96,6 +96,12 @@ def test_describe_exception_gives_a_code_and_keeps_only_our_messages():
         "model_unavailable (ModelUnavailable): judge weights missing"
     assert describe_exception(RuntimeError(), red) == "stage_failed (RuntimeError)"
     assert describe_exception(TimeoutError("x"), red).startswith("timeout")
+    from childguard.errors import DependencyError
+    from childguard.pipeline import ERROR_CODES, error_code
+
+    produced = {error_code(e) for e in (KeyError(), ContentTooLarge("x"), ModelUnavailable("x"),
+                                        DependencyError("x"), TimeoutError())}
+    assert produced <= set(ERROR_CODES)
 
 
 def test_describe_exception_unwraps_and_sanitises_ray_errors():
