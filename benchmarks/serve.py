@@ -131,43 +131,11 @@ def in_process(pipeline: Any, bodies: list[dict[str, Any]]
     return lat, wall, verdicts
 
 
-def build_pipeline(settings: Any, models: str) -> Any:
-    """The same components the service builds for `models` (see serving.app)."""
-    from childguard.pipeline import Pipeline
+def pipeline_for(settings: Any, models: str) -> Any:
+    """The same components the service builds for `models` (one builder: pipeline.assembly)."""
+    from childguard.pipeline import build_pipeline
 
-    if models == "real":
-        return Pipeline.from_settings(settings)
-    from childguard.models.reference import ReferenceJudge
-    from childguard.models.reference_signals import (
-        ReferenceClipEmbedder,
-        ReferenceImageSafety,
-        ReferenceOcr,
-        ReferenceTextEmbedder,
-    )
-    from childguard.normalize import normalize_text
-    from childguard.serving.app import _policy, _probes
-
-    policy = _policy(settings)
-    text = ReferenceTextEmbedder.from_settings(settings)
-    return Pipeline(
-        settings=settings, policy=policy, judge=ReferenceJudge.from_settings(settings, policy),
-        normalizer=normalize_text, hashes=_hashes(settings),
-        text_embedder=text, image_embedder=ReferenceClipEmbedder.from_settings(settings),
-        image_safety=[ReferenceImageSafety.from_settings(settings)],
-        ocr=ReferenceOcr.from_settings(settings), probes=_probes(settings, text),
-    )
-
-
-def _hashes(settings: Any) -> Any:
-    try:
-        from childguard.hashing.service import HashService
-    except ModuleNotFoundError:
-        return None
-    from childguard.store.db import make_engine, migrate
-
-    engine = make_engine(settings.db_url)
-    migrate(engine)
-    return HashService.from_settings(settings, engine)
+    return build_pipeline(settings, models=models)
 
 
 def _policy_without_gate(home: Path) -> Path:
@@ -257,7 +225,7 @@ def main() -> None:
     os.environ.update({k: v for k, v in env.items() if k.startswith("CHILDGUARD_")})
     from childguard.settings import Settings
 
-    pipeline = None if args.no_compare else build_pipeline(Settings.load(), args.models)
+    pipeline = None if args.no_compare else pipeline_for(Settings.load(), args.models)
     try:
         bodies = load_items(args.n_text, args.n_image)
         for kind in ("text", "image"):  # warm-up: first calls load lazy state in replicas

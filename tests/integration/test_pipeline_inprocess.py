@@ -16,7 +16,7 @@ from PIL import Image
 from childguard.models.base import JudgeInput, JudgeOutput
 from childguard.models.lexical import LEXICON_VERSION
 from childguard.models.reference import ReferenceJudge
-from childguard.pipeline import Pipeline
+from childguard.pipeline import Pipeline, build_pipeline
 from childguard.policy import Policy, load_policy
 from childguard.schema import ContentItem, Decision, Severity, Status, Verdict
 from childguard.settings import JudgeSettings, Settings
@@ -81,7 +81,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pipeline, Sp
     hashes.add_bytes("known_bad", flat_png(), added_by="test")
     policy = load_policy(settings.policies_dir / "child_safety")
     judge = SpyJudge(policy)
-    pipeline = Pipeline.from_settings(settings, policy=policy, judge=judge, hashes=hashes)
+    pipeline = build_pipeline(settings, policy=policy, judge=judge, hashes=hashes)
     yield pipeline, judge, hashes
     pipeline.close()
     engine.dispose()

@@ -51,10 +51,10 @@ def classify(
         verdict = classify_remote(url, item, api_key=api_key, timeout=timeout)
     else:
         from childguard.cli.main import get_settings
-        from childguard.pipeline import Pipeline
+        from childguard.pipeline import build_pipeline
 
         settings = get_settings(ctx)
-        with Pipeline.from_settings(settings) as pipeline:
+        with build_pipeline(settings) as pipeline:
             verdict = pipeline.classify(item)
             _print(verdict, json_out)  # before closing the models
         return

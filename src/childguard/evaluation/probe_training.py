@@ -247,7 +247,7 @@ def resolve_probe_run(settings: Settings, ref: str) -> str:
 def load_logged_probes(settings: Settings, ref: str, dst: Path | None = None) -> Any:
     """Download a logged probe set (run id, `runs:/<id>` or alias) and load it.
 
-    For the pipeline: `Pipeline.from_settings(settings, probes=load_logged_probes(settings,
+    For the pipeline: `build_pipeline(settings, probes=load_logged_probes(settings,
     "champion"))`. `dst` defaults to `<probes_dir>/mlflow/<run id>` (a cache: a second call
     does not download again).
     """

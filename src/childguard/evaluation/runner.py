@@ -3,7 +3,7 @@
 Why in-process and the same `Pipeline`: the numbers must be the numbers of the service. The
 runner only feeds items, times each call, turns verdicts into id-only `Prediction` rows and
 computes metrics from them; the policy (with its calibration applied, unless asked not to) and
-the judge are exactly what `Pipeline.from_settings` would build.
+the judge are exactly what `build_pipeline` would build.
 
 Metric names are `<dataset>.<code>.<metric>` (code `any` = any category: score = highest
 category score, flagged = the item's decision is review or block) plus `<dataset>.review_rate`,
@@ -130,17 +130,17 @@ class _TextOnlyHashes:
 
 def build_text_pipeline(settings: Settings, policy: Policy, *, judge: bool = True,
                         judge_model: Any = None) -> Any:
-    """`Pipeline.from_settings` for text-only evaluation sets.
+    """`build_pipeline` for text-only evaluation sets.
 
     Every text stage (normalise, embed, probes, gate, judge, decide) is built exactly as the
     service builds it; the image-only parts (hash banks, image-safety detectors, OCR) are left
     out since no evaluation item has an image; `model_versions` names them as disabled.
     """
-    from childguard.pipeline import Pipeline
+    from childguard.pipeline import build_pipeline
 
     text_only = settings.model_copy(update={"models": settings.models.model_copy(
         update={"image_safety": False, "ocr": False})})
-    return Pipeline.from_settings(text_only, policy=policy, hashes=_TextOnlyHashes(),
+    return build_pipeline(text_only, policy=policy, hashes=_TextOnlyHashes(),
                                   with_judge=judge, judge=judge_model if judge else None)
 
 
@@ -349,7 +349,7 @@ def evaluate(
     """Run the pipeline over `datasets` and (with `log`) record everything in MLflow.
 
     `pipeline`: give one to reuse (tests pass one built from reference components); otherwise
-    `Pipeline.from_settings` builds it with the run's policy and judge.
+    `build_pipeline` builds it with the run's policy and judge.
     """
     t_run = time.perf_counter()
     eff = settings_for(settings, options.judge)

@@ -117,6 +117,11 @@ class ImageSignalSource(ABC):
     @abstractmethod
     def signals(self, image: Image.Image) -> list[Signal]: ...
 
+    def versions(self) -> dict[str, str]:
+        """`model_versions` entries of this source: its own name and version; a source that
+        stands for several detectors (the Ray deployment's proxy) names each of them."""
+        return {self.name: self.model_version}
+
 
 class Ocr(ABC):
     name: ClassVar[str]

@@ -7,8 +7,9 @@ scores by fixed rules, never by a model:
 - otherwise `keywords`: a map lower-case marker -> category code; a marker found in the item's
   text, normalised text, context or OCR text gives that category `hit_score`;
 - the default markers are neutral test tokens `cg-test:<code>` (e.g. "cg-test:grooming") so
-  tests can ask for a positive without writing any harmful text, and `cg-test:error` returns
-  status=error (to exercise fail-closed paths).
+  tests can ask for a positive without writing any harmful text; `cg-test:error` returns
+  status=error, `cg-test:raise` raises, and `cg-test:slow` answers only after `slow_s`
+  seconds (twice the stage timeout from settings), to exercise the fail-closed paths.
 Instructions inside the item cannot change the rules, so it is injection-proof by construction.
 """
 
@@ -24,6 +25,8 @@ from childguard.schema import Status
 from childguard.settings import Settings
 
 ERROR_MARKER = "cg-test:error"
+RAISE_MARKER = "cg-test:raise"
+SLOW_MARKER = "cg-test:slow"
 
 
 class ReferenceJudge(Judge):
@@ -37,8 +40,10 @@ class ReferenceJudge(Judge):
         keywords: Mapping[str, str] | None = None,
         hit_score: float = 0.97,
         base_score: float = 0.02,
+        slow_s: float = 60.0,
     ) -> None:
         self.policy = policy
+        self.slow_s = slow_s
         codes = policy.spec.codes
         self.scores = {k: dict(v) for k, v in (scores or {}).items()}
         self.keywords = {k.lower(): v for k, v in (keywords or {}).items()}
@@ -57,7 +62,7 @@ class ReferenceJudge(Judge):
 
     @classmethod
     def from_settings(cls, settings: Settings, policy: Policy) -> ReferenceJudge:
-        return cls(policy)
+        return cls(policy, slow_s=2 * settings.serve.stage_timeout_s)
 
     @property
     def model_version(self) -> str:
@@ -72,6 +77,10 @@ class ReferenceJudge(Judge):
             s for s in (item.text, item.normalized, item.ocr_text,
                         *(m.text for m in item.context)) if s
         ).lower()
+        if RAISE_MARKER in haystack:
+            raise RuntimeError("reference judge: raise marker in the item")
+        if SLOW_MARKER in haystack:
+            time.sleep(self.slow_s)
         if ERROR_MARKER in haystack:
             return error_output("reference judge: error marker in the item",
                                 model=self.model_version, prompt_tokens=n_prompt,

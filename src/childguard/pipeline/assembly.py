@@ -1,0 +1,227 @@
+"""Assembly: every component of a `Pipeline` built from settings, in one place.
+
+Why: the CLI, evaluation, benchmarks and the Ray app must load the same models the same way
+(which probes fit which embedder, which optional models are unavailable and say so), or the
+offline numbers are not the service's. Required models (judge, text embedder) that cannot load
+raise `ModelUnavailable` (start-up fails loudly); optional ones (CLIP weights, trained probes,
+image-safety detectors, OCR) are recorded as unavailable and named in every verdict's
+`model_versions`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from childguard.errors import ModelUnavailable
+from childguard.models.base import ImageEmbedder, ImageSignalSource, Judge, Ocr, TextEmbedder
+from childguard.pipeline.ports import HashChecker, ProbeModel, embedder_keys
+from childguard.pipeline.results import DISABLED, UNAVAILABLE
+from childguard.pipeline.stages import Pipeline
+from childguard.pipeline.strategies import GatePolicy, ScoreCombiner
+from childguard.policy import Policy, resolve_policy_path
+from childguard.policy_calibration import load_calibrated_policy
+from childguard.settings import Settings
+
+__all__ = ["Models", "bare_pipeline", "build_clip", "build_hashes", "build_image_safety",
+           "build_image_sources", "build_judge_for", "build_ocr", "build_pipeline",
+           "build_text_embedder_for", "load_policy", "load_probes"]
+
+log = logging.getLogger("childguard.pipeline")
+
+#: which implementations to build: the configured models, or the deterministic references
+Models = Literal["real", "reference"]
+
+
+def build_pipeline(
+    settings: Settings,
+    *,
+    policy: Policy | None = None,
+    judge: Judge | None = None,
+    hashes: HashChecker | None = None,
+    text_embedder: TextEmbedder | None = None,
+    image_embedder: ImageEmbedder | None = None,
+    image_safety: ImageSignalSource | Sequence[ImageSignalSource] | None = None,
+    ocr: Ocr | None = None,
+    probes: ProbeModel | None = None,
+    gate_policy: GatePolicy | None = None,
+    combiner: ScoreCombiner | None = None,
+    media_loader: Callable[[str], bytes | None] | None = None,
+    concept_calibrator: Callable[[str, float], float] | None = None,
+    probe_context_messages: int | None = None,
+    engine: Any = None,
+    with_judge: bool = True,
+    models: Models = "real",
+) -> Pipeline:
+    """Build every component not given from `settings`; `models="reference"` builds the
+    deterministic reference models instead (tests, demos, the serving benchmark), as the Ray
+    app does with the same argument.
+
+    Required models (judge, text embedder) that cannot load raise `ModelUnavailable` (start-up
+    fails loudly). Optional ones (CLIP weights, trained probes, image-safety detectors, OCR)
+    are recorded as unavailable and named in every verdict's `model_versions`. `engine` is
+    the SQLAlchemy engine holding the hash banks (default: `settings.db_url`, migrated).
+    `with_judge=False` leaves the LLM stage out (evaluation's `--judge none`): the verdict
+    then rests on hashes and probes, and an item they cannot score goes to review.
+    """
+    from childguard.normalize import normalize_text
+
+    unavailable: dict[str, str] = {}
+    if policy is None:
+        policy = load_policy(settings)
+    if judge is None and with_judge:
+        judge = build_judge_for(settings, policy, models)
+    if hashes is None:
+        hashes = build_hashes(settings, engine)
+    if text_embedder is None:
+        text_embedder = build_text_embedder_for(settings, models)
+    if image_embedder is None:
+        image_embedder, missing = build_clip(settings, models)
+        unavailable.update(missing)
+    if image_safety is None:
+        image_safety, missing = build_image_sources(settings, models)
+        unavailable.update(missing)
+    if ocr is None:
+        ocr, missing = build_ocr(settings, models)
+        unavailable.update(missing)
+    if probes is None:
+        probes = load_probes(settings, text_embedder)
+    return Pipeline(
+        settings=settings,
+        policy=policy,
+        judge=judge,
+        normalizer=normalize_text,
+        hashes=hashes,
+        text_embedder=text_embedder,
+        image_embedder=image_embedder,
+        image_safety=image_safety,
+        ocr=ocr,
+        probes=probes,
+        gate_policy=gate_policy,
+        combiner=combiner,
+        media_loader=media_loader,
+        concept_calibrator=concept_calibrator,
+        probe_context_messages=probe_context_messages,
+        unavailable=unavailable,
+    )
+
+def bare_pipeline(settings: Settings, policy: Policy, **components: Any) -> Pipeline:
+    """A Pipeline holding only the components one Ray deployment runs (the rest absent)."""
+    from childguard.normalize import normalize_text
+
+    return Pipeline(settings=settings, policy=policy, judge=components.pop("judge", None),
+                    normalizer=normalize_text, **components)
+
+
+def load_policy(settings: Settings) -> Policy:
+    """The configured policy, with the thresholds `childguard eval calibrate` wrote beside it."""
+    return load_calibrated_policy(resolve_policy_path(settings.policy, settings.policies_dir))
+
+
+def build_judge_for(settings: Settings, policy: Policy, models: Models = "real") -> Judge:
+    if models == "reference":
+        from childguard.models.reference import ReferenceJudge
+
+        return ReferenceJudge.from_settings(settings, policy)
+    from childguard.models.judge import build_judge
+
+    return build_judge(settings, policy)
+
+
+def build_text_embedder_for(settings: Settings, models: Models = "real") -> TextEmbedder:
+    if models == "reference":
+        from childguard.models.reference_signals import ReferenceTextEmbedder
+
+        return ReferenceTextEmbedder.from_settings(settings)
+    from childguard.models.embedders import build_text_embedder
+
+    return build_text_embedder(settings)
+
+
+def build_clip(settings: Settings,
+               models: Models = "real") -> tuple[ImageEmbedder | None, dict[str, str]]:
+    """CLIP, or None and why: without weights image decisions rely on the other signals."""
+    if models == "reference":
+        from childguard.models.reference_signals import ReferenceClipEmbedder
+
+        return ReferenceClipEmbedder.from_settings(settings), {}
+    try:
+        from childguard.models.embedders import OpenClipEmbedder
+
+        return OpenClipEmbedder.from_settings(settings), {}
+    except ModelUnavailable as exc:
+        log.warning("CLIP unavailable, image decisions use the other signals: %s", exc)
+        return None, {"clip": UNAVAILABLE}
+
+
+def build_image_sources(
+    settings: Settings, models: Models = "real"
+) -> tuple[list[ImageSignalSource], dict[str, str]]:
+    """The image-safety detectors that load, and the ones that are unavailable or disabled."""
+    unavailable: dict[str, str] = {}
+    if models == "reference":
+        from childguard.models.reference_signals import ReferenceImageSafety
+
+        return [ReferenceImageSafety.from_settings(settings)], unavailable
+    if not settings.models.image_safety:
+        return [], {"image_safety": DISABLED}
+    return build_image_safety(settings, unavailable), unavailable
+
+
+def build_ocr(settings: Settings, models: Models = "real") -> tuple[Ocr | None, dict[str, str]]:
+    if models == "reference":
+        from childguard.models.reference_signals import ReferenceOcr
+
+        return ReferenceOcr.from_settings(settings), {}
+    if not settings.models.ocr:
+        return None, {"ocr": DISABLED}
+    try:
+        from childguard.models.ocr import RapidOcr
+
+        return RapidOcr.from_settings(settings), {}
+    except ModelUnavailable as exc:
+        log.warning("OCR unavailable: %s", exc)
+        return None, {"ocr": UNAVAILABLE}
+
+
+def build_hashes(settings: Settings, engine: Any) -> HashChecker | None:
+    from childguard.hashing.service import HashService
+    from childguard.store.db import make_engine
+    from childguard.store.migrate import migrate
+
+    if engine is None:
+        engine = make_engine(settings.db_url)
+        migrate(engine)
+    service: HashChecker = HashService.from_settings(settings, engine)
+    return service
+
+
+def build_image_safety(
+    settings: Settings, unavailable: dict[str, str]
+) -> list[ImageSignalSource]:
+    from childguard.models import image_safety as mod
+
+    sources: list[ImageSignalSource] = []
+    for cls_name, key in (("NudeNetDetector", "nudenet"), ("OpenNsfwScorer", "opennsfw")):
+        cls = getattr(mod, cls_name)
+        try:
+            sources.append(cls.from_settings(settings))
+        except ModelUnavailable as exc:
+            log.warning("image-safety model %s unavailable: %s", cls_name, exc)
+            unavailable[getattr(cls, "name", key)] = UNAVAILABLE
+    return sources
+
+
+def load_probes(settings: Settings, text_embedder: TextEmbedder) -> ProbeModel | None:
+    """The default probe set trained on this text embedder (under any name it goes by), or
+    None, with a warning: the gate then sends every item to the judge."""
+    from childguard.models.probes import ProbeSet
+
+    for key in embedder_keys(text_embedder):
+        loaded = ProbeSet.load_default(settings, embedder=key)
+        if loaded is not None:
+            return loaded
+    log.warning("no trained probes for text embedder %s in %s; the gate judges everything",
+                text_embedder.model_version, settings.probes_dir)
+    return None

@@ -1,0 +1,65 @@
+"""Stage 0, prepare: input checks, image decode, text normalisation, on the host that received
+the item (the ingress on Ray), before anything is queued.
+
+Why first and apart: bad input must fail as a 4xx that says what was wrong and what is allowed
+(`UserError`), before any model spends time on it; every later stage may assume checked,
+decoded, normalised input.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from childguard.content import check_text, decode_image
+from childguard.errors import ContentTooLarge, InvalidContent
+from childguard.pipeline.results import PreparedItem, ms_since
+from childguard.schema import ContentItem
+from childguard.settings import LimitsSettings
+
+__all__ = ["prepare_item"]
+
+
+def prepare_item(item: ContentItem, limits: LimitsSettings, normalize: Callable[[str], str],
+                 media_loader: Callable[[str], bytes | None] | None = None) -> PreparedItem:
+    """Raises `UserError` for bad input; `media_loader` resolves an `image_ref`."""
+    t0 = time.perf_counter()
+    text = check_text(item.text, limits) if item.text is not None else None
+    if len(item.context) > limits.max_context_messages:
+        raise ContentTooLarge(
+            f"context has {len(item.context)} messages; at most "
+            f"{limits.max_context_messages} are allowed"
+        )
+    for i, msg in enumerate(item.context):
+        check_text(msg.text, limits, field=f"context[{i}].text")
+    total_context = sum(len(m.text) for m in item.context)
+    if total_context > 4 * limits.max_text_chars:
+        raise ContentTooLarge(
+            f"context has {total_context} characters in total; at most "
+            f"{4 * limits.max_text_chars} are allowed"
+        )
+    image_bytes = item.image
+    if image_bytes is None and item.image_ref is not None:
+        if media_loader is None:
+            raise InvalidContent(
+                "image_ref was given but this pipeline cannot resolve stored media; send the "
+                "image bytes (base64 'image') instead"
+            )
+        image_bytes = media_loader(item.image_ref)
+        if image_bytes is None:
+            raise InvalidContent(f"image_ref {item.image_ref!r} does not name a stored image")
+    decoded = decode_image(image_bytes, limits) if image_bytes is not None else None
+    normalized = normalize(text) if text is not None else None
+    return PreparedItem(
+        item_id=item.id,
+        text=text,
+        normalized=normalized,
+        context=tuple(item.context),
+        image_bytes=image_bytes,
+        image=decoded.image if decoded else None,
+        image_format=decoded.format if decoded else None,
+        image_size=(decoded.width, decoded.height) if decoded else None,
+        external_id=item.external_id,
+        source=item.source,
+        prepare_ms=ms_since(t0),
+    )
