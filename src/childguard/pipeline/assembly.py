@@ -5,7 +5,9 @@ Why: the CLI, evaluation, benchmarks and the Ray app must load the same models t
 offline numbers are not the service's. Required models (judge, text embedder) that cannot load
 raise `ModelUnavailable` (start-up fails loudly); optional ones (CLIP weights, trained probes,
 image-safety detectors, OCR) are recorded as unavailable and named in every verdict's
-`model_versions`.
+`model_versions`. Building a pipeline (and composing the Ray app) first checks the model
+registry (`models/registry.py`, imports verified), so a misnamed implementation fails start-up
+by name instead of at the first request.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Literal
 
 from childguard.errors import ModelUnavailable
 from childguard.models.base import ImageEmbedder, ImageSignalSource, Judge, Ocr, TextEmbedder
+from childguard.models.registry import check_registry
 from childguard.pipeline.ports import HashChecker, ProbeModel, embedder_keys
 from childguard.pipeline.results import DISABLED, UNAVAILABLE
 from childguard.pipeline.stages import Pipeline
@@ -67,6 +70,7 @@ def build_pipeline(
     """
     from childguard.normalize import normalize_text
 
+    check_registry(verify_imports=True)
     unavailable: dict[str, str] = {}
     if policy is None:
         policy = load_policy(settings)

@@ -42,6 +42,7 @@ from starlette.concurrency import run_in_threadpool
 
 from childguard.errors import ChildguardError
 from childguard.models.base import ImageSignalSource, Ocr
+from childguard.models.registry import check_registry
 from childguard.pipeline import (
     GateResult,
     HashResult,
@@ -554,6 +555,7 @@ def build_app(args: AppArgs) -> Application:
 def compose(settings: Settings, args: AppArgs | None = None) -> Application:
     """Bind the deployments for `settings` (already read once by the caller)."""
     args = args or AppArgs()
+    check_registry(verify_imports=True)  # a misnamed implementation fails here, not later
     policy = load_policy(settings)
     image_safety = _bind(ImageSafety, args.image_safety, "ImageSafety", settings, args.models)
     hash_matcher = _bind(HashMatcher, args.hash_matcher, "HashMatcher", settings, policy,
