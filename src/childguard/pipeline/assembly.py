@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from childguard.errors import ModelUnavailable
+from childguard.models import registry
 from childguard.models.base import ImageEmbedder, ImageSignalSource, Judge, Ocr, TextEmbedder
-from childguard.models.registry import check_registry
+from childguard.models.registry import Role, check_registry
 from childguard.pipeline.ports import HashChecker, ProbeModel, embedder_keys
 from childguard.pipeline.results import DISABLED, UNAVAILABLE
 from childguard.pipeline.stages import Pipeline
@@ -123,21 +124,27 @@ def load_policy(settings: Settings) -> Policy:
     return load_calibrated_policy(resolve_policy_path(settings.policy, settings.policies_dir))
 
 
-def build_judge_for(settings: Settings, policy: Policy, models: Models = "real") -> Judge:
-    if models == "reference":
-        from childguard.models.reference import ReferenceJudge
+def _name(models: Models, real: str) -> str:
+    """The registry name to build: the deterministic reference, or the real implementation."""
+    return "reference" if models == "reference" else real
 
-        return ReferenceJudge.from_settings(settings, policy)
+
+def build_judge_for(settings: Settings, policy: Policy, models: Models = "real") -> Judge:
+    """The configured judge backend (`judge.backend`, through the registry), or the reference."""
+    if models == "reference":
+        judge: Judge = registry.build(Role.JUDGE, "reference", settings, policy)
+        return judge
     from childguard.models.judge import build_judge
 
     return build_judge(settings, policy)
 
 
 def build_text_embedder_for(settings: Settings, models: Models = "real") -> TextEmbedder:
+    """The text encoder the probes read (`embedders.build_text_embedder`: the sentence model
+    plus the age-indicator features), or the reference."""
     if models == "reference":
-        from childguard.models.reference_signals import ReferenceTextEmbedder
-
-        return ReferenceTextEmbedder.from_settings(settings)
+        ref: TextEmbedder = registry.build(Role.TEXT_EMBEDDER, "reference", settings)
+        return ref
     from childguard.models.embedders import build_text_embedder
 
     return build_text_embedder(settings)
@@ -146,47 +153,36 @@ def build_text_embedder_for(settings: Settings, models: Models = "real") -> Text
 def build_clip(settings: Settings,
                models: Models = "real") -> tuple[ImageEmbedder | None, dict[str, str]]:
     """CLIP, or None and why: without weights image decisions rely on the other signals."""
-    if models == "reference":
-        from childguard.models.reference_signals import ReferenceClipEmbedder
-
-        return ReferenceClipEmbedder.from_settings(settings), {}
     try:
-        from childguard.models.embedders import OpenClipEmbedder
-
-        return OpenClipEmbedder.from_settings(settings), {}
+        clip: ImageEmbedder = registry.build(Role.IMAGE_EMBEDDER, _name(models, "open_clip"),
+                                             settings)
     except ModelUnavailable as exc:
         log.warning("CLIP unavailable, image decisions use the other signals: %s", exc)
         return None, {"clip": UNAVAILABLE}
+    return clip, {}
 
 
 def build_image_sources(
     settings: Settings, models: Models = "real"
 ) -> tuple[list[ImageSignalSource], dict[str, str]]:
     """The image-safety detectors that load, and the ones that are unavailable or disabled."""
-    unavailable: dict[str, str] = {}
     if models == "reference":
-        from childguard.models.reference_signals import ReferenceImageSafety
-
-        return [ReferenceImageSafety.from_settings(settings)], unavailable
+        return [registry.build(Role.IMAGE_SIGNAL, "reference", settings)], {}
     if not settings.models.image_safety:
         return [], {"image_safety": DISABLED}
+    unavailable: dict[str, str] = {}
     return build_image_safety(settings, unavailable), unavailable
 
 
 def build_ocr(settings: Settings, models: Models = "real") -> tuple[Ocr | None, dict[str, str]]:
-    if models == "reference":
-        from childguard.models.reference_signals import ReferenceOcr
-
-        return ReferenceOcr.from_settings(settings), {}
-    if not settings.models.ocr:
+    if models != "reference" and not settings.models.ocr:
         return None, {"ocr": DISABLED}
     try:
-        from childguard.models.ocr import RapidOcr
-
-        return RapidOcr.from_settings(settings), {}
+        ocr: Ocr = registry.build(Role.OCR, _name(models, "rapidocr"), settings)
     except ModelUnavailable as exc:
         log.warning("OCR unavailable: %s", exc)
         return None, {"ocr": UNAVAILABLE}
+    return ocr, {}
 
 
 def build_hashes(settings: Settings, engine: Any) -> HashChecker | None:
@@ -204,16 +200,15 @@ def build_hashes(settings: Settings, engine: Any) -> HashChecker | None:
 def build_image_safety(
     settings: Settings, unavailable: dict[str, str]
 ) -> list[ImageSignalSource]:
-    from childguard.models import image_safety as mod
-
+    """Every real image-safety detector of the registry that loads; the others are recorded
+    in `unavailable` under their names."""
     sources: list[ImageSignalSource] = []
-    for cls_name, key in (("NudeNetDetector", "nudenet"), ("OpenNsfwScorer", "opennsfw")):
-        cls = getattr(mod, cls_name)
+    for impl in registry.implementations(Role.IMAGE_SIGNAL, include_reference=False):
         try:
-            sources.append(cls.from_settings(settings))
+            sources.append(registry.build(Role.IMAGE_SIGNAL, impl.name, settings))
         except ModelUnavailable as exc:
-            log.warning("image-safety model %s unavailable: %s", cls_name, exc)
-            unavailable[getattr(cls, "name", key)] = UNAVAILABLE
+            log.warning("image-safety model %s unavailable: %s", impl.name, exc)
+            unavailable[impl.name] = UNAVAILABLE
     return sources
 
 
