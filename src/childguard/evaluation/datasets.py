@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -160,6 +161,17 @@ def content_hash(items: Iterable[EvalItem]) -> str:
 # -- public sets ---------------------------------------------------------------------------
 
 OPENAI_MODERATION_FILE = Path("openai_moderation") / "samples-dev.jsonl"
+#: the categories that need a child in the message: an OpenAI row that is not sexual/minors and
+#: names no child is a negative for them (see `load_openai_moderation`)
+CHILD_SPECIFIC = ("grooming", "sextortion", "endangerment")
+#: any word that might refer to a child or a young person; deliberately wide (girl, boy, young,
+#: school, son...): a row it matches is left unlabelled for CHILD_SPECIFIC, never called negative
+_MAYBE_CHILD = re.compile(
+    r"\b(?:child\w*|kid\w*|minor\w*|under\s?age\w*|teen\w*|tween\w*|pre\s?teen\w*|boy\w*|"
+    r"girl\w*|son|sons|daughter\w*|bab(?:y|ies)|toddler\w*|infant\w*|young\w*|youth\w*|"
+    r"juvenile\w*|school\w*|student\w*|pupil\w*|class\s?mate\w*|niece\w*|nephew\w*|"
+    r"grade|loli\w*|shota\w*|jail\s?bait|\d{1,2}\s?(?:yo|y/o|yrs?|years?)\b)",
+    re.IGNORECASE)
 XSTEST_FILE = Path("xstest") / "xstest_prompts.csv"
 
 
@@ -178,8 +190,12 @@ def load_openai_moderation(datasets_dir: Path | None = None, *,
 
     Rows with `S3` unknown are left out (unknown is not negative). Rows flagged for other
     harms only (hate, violence, self-harm, adult sexual content) are negatives for child safety:
-    exactly the look-alikes a child-safety classifier must not flag. Only `sexual_minors` is
-    labelled: the set says nothing about grooming or the other codes.
+    exactly the look-alikes a child-safety classifier must not flag. A row that is not
+    sexual/minors and names no child (no word of `_MAYBE_CHILD`, which is wide on purpose) is
+    also a negative for the categories that need a child (`CHILD_SPECIFIC`: grooming,
+    sextortion, endangerment): violence, threats or self-harm between adults are not child
+    endangerment, which the probes otherwise learn only from our own sets, where every
+    violent word comes with a child. Other codes stay unknown.
     Ids are `oai-<line number>` (1-based line of the file), stable across loads.
 
     Every item carries a split, `train` or `test` (see `_stratified_halves`), so probes can be
@@ -204,16 +220,20 @@ def load_openai_moderation(datasets_dir: Path | None = None, *,
             if s3 is None and not unknown_negative:
                 continue
             other = sorted(k for k, v in row.items() if k not in ("prompt", "S3") and v == 1)
+            text = str(row["prompt"])
+            no_child = s3 != 1 and not _MAYBE_CHILD.search(text)
             items.append(EvalItem(
                 id=f"oai-{lineno}",
-                text=str(row["prompt"]),
-                labels={SEXUAL_MINORS: int(s3)} if s3 is not None else {},
+                text=text,
+                labels={**({SEXUAL_MINORS: int(s3)} if s3 is not None else {}),
+                        **(dict.fromkeys(CHILD_SPECIFIC, 0) if no_child else {})},
                 meta={"other_flags": ",".join(other),
                       **({"s3": "unknown"} if s3 is None else {})},
             ))
-    known = _stratified_halves([it for it in items if it.labels], SEXUAL_MINORS)
-    unknown = [replace(it, labels={SEXUAL_MINORS: 0})
-               for it in _stratified_halves([it for it in items if not it.labels], SEXUAL_MINORS)]
+    known = _stratified_halves([it for it in items if SEXUAL_MINORS in it.labels], SEXUAL_MINORS)
+    unknown = [replace(it, labels={**it.labels, SEXUAL_MINORS: 0})
+               for it in _stratified_halves([it for it in items if SEXUAL_MINORS not in it.labels],
+                                            SEXUAL_MINORS)]
     by_id = {it.id: it for it in (*known, *unknown)}
     items = [by_id[it.id] for it in items]
     if unknown_negative:

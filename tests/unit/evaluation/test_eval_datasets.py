@@ -10,6 +10,8 @@ import pytest
 
 from childguard.errors import UserError
 from childguard.evaluation.datasets import (
+    _MAYBE_CHILD,
+    CHILD_SPECIFIC,
     EvalItem,
     labels_from_review,
     load_dataset,
@@ -28,10 +30,32 @@ def test_openai_moderation_counts(datasets_dir: Path) -> None:
     ds = load_openai_moderation(datasets_dir)
     # README: S3=1: 39, S3=0: 449, S3 unknown: 348 (left out)
     assert len(ds) == 39 + 449
-    assert ds.summary()["labels"] == {"sexual_minors": {"positive": 39, "negative": 449}}
-    assert ds.codes == ("sexual_minors",)
+    labels = ds.summary()["labels"]
+    assert labels["sexual_minors"] == {"positive": 39, "negative": 449}
+    # rows that are not sexual/minors and name no child: negatives for the child-specific
+    # categories (only negatives: the set has no positive for them)
+    assert set(labels) == {"sexual_minors", *CHILD_SPECIFIC}
+    for code in CHILD_SPECIFIC:
+        assert labels[code]["positive"] == 0 and 200 < labels[code]["negative"] < 449
     assert all(it.id.startswith("oai-") for it in ds)
     assert load_openai_moderation(datasets_dir).content_hash == ds.content_hash
+
+
+def test_openai_child_specific_negatives_name_no_child(datasets_dir: Path) -> None:
+    """A row is called negative for grooming / sextortion / endangerment only when it is not
+    sexual/minors and no word that might mean a child appears in it (ids only are compared)."""
+    ds = load_openai_moderation(datasets_dir, unknown_negative=True)
+    negatives = [it for it in ds if "endangerment" in it.labels]
+    others = [it for it in ds if "endangerment" not in it.labels]
+    assert negatives and others
+    assert all(it.labels["sexual_minors"] == 0 for it in negatives)
+    assert all(set(CHILD_SPECIFIC) <= set(it.labels) for it in negatives)
+    assert not any(_MAYBE_CHILD.search(it.text or "") for it in negatives)
+    # every row left unlabelled for them is a positive or names a possible child
+    assert all(it.labels["sexual_minors"] == 1 or _MAYBE_CHILD.search(it.text or "")
+               for it in others)
+    assert _MAYBE_CHILD.search("my 12 yo nephew") and _MAYBE_CHILD.search("her daughter")
+    assert not _MAYBE_CHILD.search("how do I kill a python process")
 
 
 def test_xstest_safe_only_by_default(datasets_dir: Path) -> None:
