@@ -9,7 +9,10 @@ service from this separate process over loopback, one at a time (latency) and co
 By default it starts the service itself (`childguard serve` in a subprocess with a private
 home, on a free loopback port) and stops it at the end; `--url URL --key KEY` drives a service
 that is already running instead. Items: XSTest *safe* prompts (text), Kodak photos (image) and
-both together (mixed); prompts are never printed. Output: one JSON object on stdout.
+both together (mixed), and benign photos it places in a test bank of its private home
+(hash: the hash-hit path); prompts are never printed. Output: one JSON object on stdout, with
+latency per traffic kind and per path through the cascade (`by_path`: hash hit, decided by
+the cheap signals, judged).
 
     .venv/bin/python benchmarks/serve.py                      # reference models (overhead)
     .venv/bin/python benchmarks/serve.py --models real --judge reference --probe-dir DIR
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -46,18 +50,63 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def load_items(n_text: int, n_image: int) -> dict[str, list[dict[str, Any]]]:
-    """Request bodies per traffic kind (text-only, image-only, mixed)."""
+BANK = "bench-known"
+#: photos placed in a test bank for the hash-hit path (Meta's PDQ test photo and its edits,
+#: benign; not among the Kodak photos the other kinds send)
+HASH_DIR = DATASETS / "images" / "pdq_threatexchange" / "bridge-mods"
+
+
+def bank_photos(n: int) -> list[Path]:
+    return sorted(p for p in HASH_DIR.iterdir() if p.suffix.lower() in (".jpg", ".png"))[:n]
+
+
+def add_bank(env: dict[str, str], photos: list[Path]) -> None:
+    """Put `photos` into a positive test bank of the benchmark's private home, before the
+    service starts (a 'known bad' hash here is a benign photo in a test bank)."""
+    os.environ.update({k: v for k, v in env.items() if k.startswith("CHILDGUARD_")})
+    from childguard.hashing.service import HashService
+    from childguard.schema import Severity
+    from childguard.settings import Settings
+    from childguard.store.store import Store
+
+    settings = Settings.load()
+    store = Store.from_settings(settings)
+    try:
+        svc = HashService.from_settings(settings, store.engine)
+        svc.ensure_bank(BANK, category="sexual_minors", severity=Severity.CRITICAL,
+                        added_by="benchmark")
+        for p in photos:
+            svc.add_bytes(BANK, p.read_bytes(), added_by="benchmark")
+    finally:
+        store.close()
+
+
+def path_of(verdict: dict[str, Any]) -> str:
+    """Which way through the cascade a verdict went."""
+    if verdict.get("status") == "error":
+        return "error"
+    if any(c.get("source") == "hash" for c in verdict.get("categories", ())):
+        return "hash_hit"
+    return "judged" if verdict.get("judged") else "cheap_signals"
+
+
+def load_items(n_text: int, n_image: int,
+               hash_photos: Sequence[Path] = ()) -> dict[str, list[dict[str, Any]]]:
+    """Request bodies per traffic kind (text-only, image-only, mixed, and banked photos)."""
     with (DATASETS / "xstest" / "xstest_prompts.csv").open(encoding="utf-8") as fh:
         texts = [r["prompt"] for r in csv.DictReader(fh) if r["label"] == "safe"][:n_text]
     images = sorted((DATASETS / "images" / "kodak").glob("*.png"))[:n_image]
     b64 = [base64.b64encode(p.read_bytes()).decode("ascii") for p in images]
     mixed = [{"text": t, "image": b64[i % len(b64)]} for i, t in enumerate(texts[:n_image])]
-    return {
+    out = {
         "text": [{"text": t} for t in texts],
         "image": [{"image": b} for b in b64],
         "mixed": mixed,
     }
+    if hash_photos:
+        out["hash"] = [{"image": base64.b64encode(p.read_bytes()).decode("ascii")}
+                       for p in hash_photos]
+    return out
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -82,6 +131,14 @@ def _summary(latencies_ms: list[float], wall_s: float, verdicts: list[dict[str, 
         "decisions": {d: sum(1 for v in verdicts if v.get("decision") == d)
                       for d in ("allow", "review", "block")},
         "errors": sum(1 for v in verdicts if v.get("status") == "error"),
+        # latency by the way each item went: a hash hit, decided by the cheap signals (gate
+        # or probes), judged, or failed
+        "by_path": {
+            p: {"n": len(ms), "p50_ms": _pct(ms, 50), "p95_ms": _pct(ms, 95)}
+            for p in ("hash_hit", "cheap_signals", "judged", "error")
+            if (ms := [x for x, v in zip(latencies_ms, verdicts, strict=True)
+                       if path_of(v) == p])
+        },
     }
 
 
@@ -183,6 +240,9 @@ def main() -> None:
     ap.add_argument("--probe-dir", type=Path, help="trained probes (enables the gate)")
     ap.add_argument("--n-text", type=int, default=60)
     ap.add_argument("--n-image", type=int, default=24)
+    ap.add_argument("--hash-hits", type=int, default=6,
+                    help="banked photos sent as their own kind (the hash-hit path); "
+                         "0 with --url (the benchmark banks them in its private home)")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--judge-all", action="store_true",
                     help="disable the gate (a policy copy with gate.enabled=false): every item "
@@ -196,6 +256,9 @@ def main() -> None:
     args = ap.parse_args()
     if min(args.n_text, args.n_image) < 1 or args.n_text > 250 or args.n_image > 24:
         ap.error("--n-text must be 1..250 and --n-image 1..24 (bounded request counts)")
+    if not 0 <= args.hash_hits <= 10:
+        ap.error("--hash-hits must be 0..10")
+    hash_photos = [] if args.url else bank_photos(args.hash_hits)
 
     home = Path(tempfile.mkdtemp(prefix="cg-bench-serve-"))
     env = {**os.environ, "CHILDGUARD_HOME": str(home), "CHILDGUARD_JUDGE__BACKEND": args.judge}
@@ -217,6 +280,8 @@ def main() -> None:
             ap.error("loopback only: --url must be http://127.x.x.x:PORT or localhost")
     else:
         port = _free_port()
+        if hash_photos:
+            add_bank(env, hash_photos)
         t0 = time.perf_counter()
         proc, key = start_service(env, port, args.models)
         url = f"http://127.0.0.1:{port}"
@@ -227,7 +292,7 @@ def main() -> None:
 
     pipeline = None if args.no_compare else pipeline_for(Settings.load(), args.models)
     try:
-        bodies = load_items(args.n_text, args.n_image)
+        bodies = load_items(args.n_text, args.n_image, hash_photos)
         for kind in ("text", "image"):  # warm-up: first calls load lazy state in replicas
             drive(url, key, bodies[kind][:2], 1)
             if pipeline is not None:
