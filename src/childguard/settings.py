@@ -88,6 +88,12 @@ class ModelSettings(_Section):
         description="also score the last N conversation messages with the message, as the "
         "probes were trained (eval train-probes joins an item's context and text)",
     )
+    probe_window_words: int = Field(
+        default=0, ge=0,
+        description="also score windows of this many words (half-overlapping) of a message "
+        "longer than that, the highest score counting, so a wrapper around a violating "
+        "sentence (an injection, a long post) does not dilute it; 0 = whole messages only",
+    )
     probe_heads: Literal["pooled", "per_source"] = Field(
         default="per_source",
         description="per_source: a category labelled by several training sets gets one probe "

@@ -17,7 +17,7 @@ from childguard.pipeline.results import PreparedItem, ms_since
 from childguard.schema import ContentItem
 from childguard.settings import LimitsSettings
 
-__all__ = ["prepare_item"]
+__all__ = ["prepare_item", "word_windows"]
 
 
 def prepare_item(item: ContentItem, limits: LimitsSettings, normalize: Callable[[str], str],
@@ -63,3 +63,14 @@ def prepare_item(item: ContentItem, limits: LimitsSettings, normalize: Callable[
         source=item.source,
         prepare_ms=ms_since(t0),
     )
+
+
+def word_windows(text: str, size: int) -> list[str]:
+    """Half-overlapping windows of `size` words of a text longer than `size` words (none for
+    a shorter text, or when `size` is 0); the last window ends at the last word."""
+    words = text.split()
+    if size <= 0 or len(words) <= size:
+        return []
+    step = max(1, size // 2)
+    starts = [*range(0, len(words) - size, step), len(words) - size]
+    return [" ".join(words[i:i + size]) for i in dict.fromkeys(starts)]

@@ -33,7 +33,7 @@ from childguard.models.base import (
 from childguard.pipeline.cascade import LocalRunner, run_cascade, run_sync
 from childguard.pipeline.decide import Decider
 from childguard.pipeline.ports import HashChecker, ProbeModel, embedder_keys, probe_version
-from childguard.pipeline.prepare import prepare_item
+from childguard.pipeline.prepare import prepare_item, word_windows
 from childguard.pipeline.results import (
     DISABLED,
     UNAVAILABLE,
@@ -115,6 +115,8 @@ class Pipeline:
             settings.models.probe_context_messages if probe_context_messages is None
             else probe_context_messages
         )
+        #: also score half-overlapping windows of this many words of a longer message
+        self.probe_window_words = settings.models.probe_window_words
         self.unavailable: dict[str, str] = dict(unavailable or {})
         if image_embedder is None and "clip" not in self.unavailable:
             self.unavailable["clip"] = UNAVAILABLE
@@ -264,6 +266,8 @@ class Pipeline:
             per_item.append(state)
             if item.normalized:
                 texts.append((idx, "text", item.normalized))
+                texts += [(idx, "window", w)
+                          for w in word_windows(item.normalized, self.probe_window_words)]
                 if self.probe_context_messages > 0 and item.context:
                     recent = [m.text for m in item.context[-self.probe_context_messages :]]
                     joined = self.normalize(" \n ".join([*recent, item.text or ""]))
@@ -508,3 +512,4 @@ class Pipeline:
                     max_workers=4, thread_name_prefix="childguard-stage"
                 )
             return self._executor
+

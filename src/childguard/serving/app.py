@@ -59,6 +59,7 @@ from childguard.pipeline.assembly import (
     Models,
     bare_pipeline,
     build_clip,
+    build_hashes,
     build_image_sources,
     build_judge_for,
     build_ocr,
@@ -164,16 +165,10 @@ class HashMatcher:
         self._refreshed = time.monotonic()
         self._unavailable: dict[str, str] = {}
         try:
-            from childguard.hashing.service import HashService
-            from childguard.store.db import make_engine
-            from childguard.store.migrate import migrate
-        except ModuleNotFoundError as exc:
+            hashes = build_hashes(settings, None)
+        except ModuleNotFoundError as exc:  # the hashing extra (pdqhash) is not installed
             log.warning("hash matching unavailable: %s", exc)
             self._unavailable["hashing"] = "unavailable"
-        else:
-            engine = make_engine(settings.db_url)
-            migrate(engine)
-            hashes = HashService.from_settings(settings, engine)
         self.hashes = hashes
         self.pipeline = bare_pipeline(settings, policy, hashes=hashes)
 

@@ -412,6 +412,32 @@ def test_conversation_probe_scores_recent_context(make_pipeline: PipelineFactory
         assert v.judged  # the conversation probe kept it from the gate
 
 
+def test_word_windows_cover_a_long_text_half_overlapping() -> None:
+    from childguard.pipeline.prepare import word_windows
+
+    words = [f"w{i}" for i in range(10)]
+    got = word_windows(" ".join(words), 4)
+    assert got[0] == "w0 w1 w2 w3" and got[-1] == "w6 w7 w8 w9"  # the end is covered
+    assert all(len(w.split()) == 4 for w in got)
+    assert word_windows("short text", 4) == [] and word_windows(" ".join(words), 0) == []
+
+
+def test_window_probe_finds_a_marker_a_long_wrapper_dilutes(make_pipeline: PipelineFactory,
+                                                           pipeline_settings):
+    """With `models.probe_window_words` a short violating sentence inside a long benign
+    wrapper is scored on its own window too (the highest score counts)."""
+    wrapper = " ".join(["please", "read", "the", "attached", "notes", "for", "class"] * 6)
+    item = ContentItem(text=f"{wrapper} {probe_marker('grooming')} {wrapper}")
+    whole = make_pipeline().classify(item)
+    assert not whole.judged  # diluted: the gate lets the whole text through
+    windowed = pipeline_settings.model_copy(update={"models": pipeline_settings.models
+                                                    .model_copy(update={"probe_window_words": 8})})
+    v = make_pipeline(settings=windowed).classify(item)
+    win = [s for s in v.signals if s.name == "probe.window" and s.category == "grooming"]
+    assert win and max(s.score or 0.0 for s in win) > 0.5
+    assert v.judged
+
+
 def test_ocr_text_reaches_probes_and_judge(make_pipeline: PipelineFactory):
     image = png_bytes(3)
     p0 = make_pipeline()
