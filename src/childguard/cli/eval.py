@@ -357,15 +357,15 @@ def calibrate_cmd(
     if run and dataset:
         raise UserError("give either --run or --dataset, not both")
     if run:
+        from childguard.evaluation.predictions import pool_predictions
+
         client = tracking.configure(settings)
-        sources, seen, preds = [], set(), []
+        sources, per_run = [], []
         for ref in run:
             rid, _, _, got = load_run(client, ref)
             sources.append(rid)
-            for p in got:
-                if (p.dataset, p.id) not in seen:
-                    seen.add((p.dataset, p.id))
-                    preds.append(p)
+            per_run.append(got)
+        preds = pool_predictions(per_run)
         source_run = ",".join(sources)
     else:
         result = evaluate(settings, _datasets(dataset, datasets_dir), policy=base_policy,

@@ -119,3 +119,18 @@ def write_predictions(preds: Iterable[Prediction], path: Path) -> Path:
 def read_predictions(path: Path) -> list[Prediction]:
     with path.open(encoding="utf-8") as fh:
         return [Prediction.from_json(json.loads(line)) for line in fh if line.strip()]
+
+
+def pool_predictions(runs: Iterable[Iterable[Prediction]]) -> list[Prediction]:
+    """Several runs' predictions as one set, each item (dataset, id) once: from the first run
+    that has it, except that a judged prediction replaces an unjudged one. Why: calibration
+    pools an unjudged run (thresholds for every calib row) with a judged no-gate run (the
+    stacker's rows); which one is named first must not decide whether the stacker sees the
+    judge's scores."""
+    pooled: dict[tuple[str, str], Prediction] = {}
+    for preds in runs:
+        for p in preds:
+            have = pooled.get((p.dataset, p.id))
+            if have is None or (p.judged and not have.judged):
+                pooled[(p.dataset, p.id)] = p
+    return list(pooled.values())

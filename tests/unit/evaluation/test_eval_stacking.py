@@ -88,3 +88,19 @@ def test_stacker_in_calibration_file(tmp_path: Path) -> None:
     # the weights are part of the calibrated version
     other = cal.model_copy(update={"stacker": {}})
     assert apply_calibration(policy, other).version != applied.version
+
+
+def test_pooled_runs_keep_the_judged_prediction_whichever_run_comes_first() -> None:
+    from childguard.evaluation.predictions import pool_predictions
+
+    judged = _preds(40, seed=3, split="calib")
+    unjudged = [Prediction(**{**p.__dict__, "judged": False, "extra": {"probe": p.extra["probe"]}})
+                for p in judged]
+    others = [Prediction(**{**p.__dict__, "id": f"other-{p.id}"}) for p in unjudged[:5]]
+    for runs in ([unjudged + others, judged], [judged, unjudged + others]):
+        pooled = pool_predictions(runs)
+        assert len(pooled) == 45  # every item once
+        assert all(p.judged for p in pooled if not p.id.startswith("other-"))
+        weights, report = fit_stacker(pooled, ["grooming"])
+        assert "grooming" in weights  # an informative judge earns its weight
+        assert report["grooming"]["judged_rows"] == 40
