@@ -111,6 +111,7 @@ def build_pipeline(
         unavailable=unavailable,
     )
 
+
 def bare_pipeline(settings: Settings, policy: Policy, **components: Any) -> Pipeline:
     """A Pipeline holding only the components one Ray deployment runs (the rest absent)."""
     from childguard.normalize import normalize_text
