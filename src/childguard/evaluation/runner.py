@@ -141,7 +141,7 @@ def build_text_pipeline(settings: Settings, policy: Policy, *, judge: bool = Tru
     text_only = settings.model_copy(update={"models": settings.models.model_copy(
         update={"image_safety": False, "ocr": False})})
     return build_pipeline(text_only, policy=policy, hashes=_TextOnlyHashes(),
-                                  with_judge=judge, judge=judge_model if judge else None)
+                          with_judge=judge, judge=judge_model if judge else None)
 
 
 # -- predicting -----------------------------------------------------------------------------------
