@@ -82,9 +82,8 @@ ensure_probes() {
   # probes count only if trained on the configured text embedder (features included)
   if "$BIN/python" -c "import sys; from childguard.settings import Settings; \
 from childguard.models.embedders import build_text_embedder; \
-from childguard.models.probes import ProbeSet; from childguard.pipeline import embedder_keys; \
-s = Settings.load(); keys = embedder_keys(build_text_embedder(s)); \
-sys.exit(0 if any(ProbeSet.load_default(s, embedder=k) for k in keys) else 1)" 2>/dev/null; then
+from childguard.pipeline.assembly import load_probes; \
+s = Settings.load(); sys.exit(0 if load_probes(s, build_text_embedder(s)) else 1)" 2>/dev/null; then
     echo "probes present"
   elif [ -d ../shared/datasets ]; then
     "$CG" eval train-probes -d openai_moderation_all \

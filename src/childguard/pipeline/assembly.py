@@ -28,7 +28,7 @@ from childguard.policy import Policy, resolve_policy_path
 from childguard.policy_calibration import load_calibrated_policy
 from childguard.settings import Settings
 
-__all__ = ["Models", "bare_pipeline", "build_clip", "build_hashes", "build_image_safety",
+__all__ = ["Models", "bare_pipeline", "build_clip", "build_hashes",
            "build_image_sources", "build_judge_for", "build_ocr", "build_pipeline",
            "build_text_embedder_for", "load_policy", "load_probes"]
 
@@ -171,8 +171,16 @@ def build_image_sources(
         return [registry.build(Role.IMAGE_SIGNAL, "reference", settings)], {}
     if not settings.models.image_safety:
         return [], {"image_safety": DISABLED}
+    # every real detector of the registry that loads; the others named as unavailable
+    sources: list[ImageSignalSource] = []
     unavailable: dict[str, str] = {}
-    return build_image_safety(settings, unavailable), unavailable
+    for impl in registry.implementations(Role.IMAGE_SIGNAL, include_reference=False):
+        try:
+            sources.append(registry.build(Role.IMAGE_SIGNAL, impl.name, settings))
+        except ModelUnavailable as exc:
+            log.warning("image-safety model %s unavailable: %s", impl.name, exc)
+            unavailable[impl.name] = UNAVAILABLE
+    return sources, unavailable
 
 
 def build_ocr(settings: Settings, models: Models = "real") -> tuple[Ocr | None, dict[str, str]]:
@@ -196,21 +204,6 @@ def build_hashes(settings: Settings, engine: Any) -> HashChecker | None:
         migrate(engine)
     service: HashChecker = HashService.from_settings(settings, engine)
     return service
-
-
-def build_image_safety(
-    settings: Settings, unavailable: dict[str, str]
-) -> list[ImageSignalSource]:
-    """Every real image-safety detector of the registry that loads; the others are recorded
-    in `unavailable` under their names."""
-    sources: list[ImageSignalSource] = []
-    for impl in registry.implementations(Role.IMAGE_SIGNAL, include_reference=False):
-        try:
-            sources.append(registry.build(Role.IMAGE_SIGNAL, impl.name, settings))
-        except ModelUnavailable as exc:
-            log.warning("image-safety model %s unavailable: %s", impl.name, exc)
-            unavailable[impl.name] = UNAVAILABLE
-    return sources
 
 
 def load_probes(settings: Settings, text_embedder: TextEmbedder) -> ProbeModel | None:

@@ -330,12 +330,7 @@ class Embedder:
     async def signals(
         self, items: list[PreparedItem]
     ) -> list[tuple[SignalResult, GateResult | None]]:
-        return await asyncio.to_thread(self._signals_and_gate, items)
-
-    def _signals_and_gate(
-        self, items: list[PreparedItem]
-    ) -> list[tuple[SignalResult, GateResult | None]]:
-        return self.pipeline.signals_and_gate(items)
+        return await asyncio.to_thread(self.pipeline.signals_and_gate, items)
 
     def info(self) -> dict[str, dict[str, str]]:
         return _info(self.pipeline, ("clip", "probes", "text_embedder", "image_safety", "ocr",
