@@ -131,6 +131,17 @@ class ReviewSettings(_Section):
     project_title: str = "childguard review"
     webhook_secret: str | None = None
     media_retention_hours: float = Field(default=72.0, gt=0)
+    training_retention_days: float = Field(
+        default=365.0, ge=0,
+        description="keep reviewed text + context (encrypted, evaluation role only, audited) "
+        "this long after the final decision, for `eval snapshot-reviews` sets and retraining; "
+        "0 = off. Images are never kept: only their hashes",
+    )
+    snapshot_interval_hours: float = Field(
+        default=24.0, ge=0,
+        description="the review worker writes a new version of the `reviewed` evaluation set "
+        "when the latest is older than this (and something changed); 0 = off",
+    )
     public_url: str = Field(
         default="http://127.0.0.1:8000", description="how Label Studio reaches our media endpoint"
     )
@@ -202,6 +213,11 @@ class Settings(BaseSettings):
     @property
     def media_dir(self) -> Path:
         return self.home / "media"
+
+    @property
+    def reviewed_dir(self) -> Path:
+        """Snapshots of the `reviewed` evaluation set (ids, labels, hashes; no content)."""
+        return self.home / "datasets" / "reviewed"
 
     @classmethod
     def settings_customise_sources(

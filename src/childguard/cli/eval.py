@@ -20,16 +20,49 @@ from childguard.errors import UserError
 app = typer.Typer(help="Evaluate the pipeline on labelled sets (MLflow-tracked).",
                   no_args_is_help=True)
 
-_DATASET_HELP = ("built-in set (openai_moderation, xstest, xstest_all) or a .jsonl/.csv file "
-                 "in the childguard format; `name[split]` keeps one split; repeatable")
+_DATASET_HELP = ("built-in set (openai_moderation, xstest, xstest_all), a .jsonl/.csv file "
+                 "in the childguard format, or reviewed@latest / reviewed@vN (reviewer "
+                 "decisions, `eval snapshot-reviews`); `name[split]` keeps one split; "
+                 "repeatable")
 
 
-def _datasets(refs: list[str], datasets_dir: Path | None) -> list[Any]:
+def _datasets(refs: list[str], datasets_dir: Path | None, settings: Any = None) -> list[Any]:
+    """Load each ref; `reviewed@latest`, `reviewed@vN` (with `[split]`) come from the
+    snapshots in the data dir, their text from the restricted store (an audited read)."""
     from childguard.evaluation.datasets import load_dataset
 
     if not refs:
         raise UserError("give at least one --dataset")
-    return [load_dataset(r, datasets_dir) for r in refs]
+    out = []
+    for ref in refs:
+        if ref.startswith("reviewed@") or ref == "reviewed":
+            if settings is None:
+                raise UserError(f"{ref}: this command does not read the reviewed sets")
+            out.append(_reviewed(settings, ref))
+        else:
+            out.append(load_dataset(ref, datasets_dir))
+    return out
+
+
+def _reviewed(settings: Any, ref: str) -> Any:
+    import getpass
+
+    from childguard.evaluation.reviewed import ReviewedSets, parse_ref
+    from childguard.store.store import Store
+
+    tag, splits = parse_ref(ref)
+    store = Store.from_settings(settings)
+    try:
+        ds, missing = ReviewedSets(settings.reviewed_dir).load(
+            tag, store, actor=f"eval:{getpass.getuser()}", splits=splits)
+    finally:
+        store.close()
+    if missing:
+        shown = ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else "")
+        typer.echo(f"{ds.name}: {len(missing)} of {len(ds)} rows lack content (retention "
+                   f"expired, purged, or never retained); they keep their labels and are "
+                   f"skipped where text is needed: {shown}", err=True)
+    return ds
 
 
 def _fmt(v: float | None) -> str:
@@ -98,11 +131,11 @@ def run_cmd(
     from childguard.evaluation.runner import RunOptions, evaluate
 
     settings = get_settings(ctx)
-    sets = _datasets(dataset, datasets_dir)
+    sets = _datasets(dataset, datasets_dir, settings)
     options = RunOptions(judge=judge, gate=not no_gate, calibration=not no_calibration,
                          limit=limit, run_name=run_name, progress=not quiet,
                          stage_timeout_s=stage_timeout,
-                         probe_train=tuple(_datasets(train_probes, datasets_dir))
+                         probe_train=tuple(_datasets(train_probes, datasets_dir, settings))
                          if train_probes else (),
                          cross_fit=cross_fit, cache=not no_cache,
                          shard=_parse_shard(shard))
@@ -119,6 +152,10 @@ def run_cmd(
     typer.echo(f"run {result.run_id}  policy {result.policy.id}@{result.policy.version}")
     # the run's own set names (a --shard or --limit run names its slices)
     for ds, p in zip(sets, result.params["datasets"].split(","), strict=True):
+        skipped = int(result.params.get(f"dataset.{p}.without_text", "0") or 0)
+        if skipped:
+            typer.echo(f"  {p}: {skipped} of {len(ds)} items have no text and were not "
+                       "classified (for a reviewed set: content purged or never retained)")
         typer.echo(f"  {p}: items {int(m.get(f'{p}.items', 0))}  "
                    f"review_rate {_fmt(m.get(f'{p}.review_rate'))}  "
                    f"judge_call_rate {_fmt(m.get(f'{p}.judge_call_rate'))}  "
@@ -368,7 +405,7 @@ def calibrate_cmd(
         preds = pool_predictions(per_run)
         source_run = ",".join(sources)
     else:
-        result = evaluate(settings, _datasets(dataset, datasets_dir), policy=base_policy,
+        result = evaluate(settings, _datasets(dataset, datasets_dir, settings), policy=base_policy,
                           options=RunOptions(judge=judge, gate=False, calibration=False,
                                              limit=limit, run_name="calibration-input",
                                              progress=not quiet))
@@ -460,7 +497,7 @@ def fine_tune_cmd(
     if not dataset:
         raise UserError("give at least one --dataset to train on")
     pol = load_run_policy(settings, policy, calibration=False)
-    res = train_encoder(settings, _datasets(dataset, datasets_dir), pol.spec.codes,
+    res = train_encoder(settings, _datasets(dataset, datasets_dir, settings), pol.spec.codes,
                         config=FineTuneConfig(epochs=epochs), alias=alias, log=not no_log,
                         progress=not quiet)
     out = {"version": res.version, "path": str(res.path), "run_id": res.run_id,
@@ -479,10 +516,8 @@ def train_probes_cmd(
     ctx: typer.Context,
     dataset: list[str] = typer.Option([], "--dataset", "-d", help=_DATASET_HELP),
     reviews: bool = typer.Option(False, "--reviews",
-                                 help="add reviewer decisions from the store (needs --texts)"),
-    texts: Path | None = typer.Option(None, "--texts",
-                                      help="JSONL {id, text} of reviewed items (the store "
-                                           "keeps no text)"),
+                                 help="add the train split of the latest reviewed snapshot "
+                                      "(same as -d 'reviewed@latest[train]')"),
     alias: str | None = typer.Option(None, "--alias", help="point this alias at the new run"),
     no_save: bool = typer.Option(False, "--no-save",
                                  help="do not write into settings.probes_dir"),
@@ -504,9 +539,9 @@ def train_probes_cmd(
         from childguard.models.judge_probe import judge_features_embedder, with_feature_cache
 
         embedder = judge_features_embedder(with_feature_cache(settings))
-    sets = _datasets(dataset, datasets_dir) if dataset else []
+    sets = _datasets(dataset, datasets_dir, settings) if dataset else []
     if reviews:
-        sets.append(_review_set(settings, texts))
+        sets.append(_reviewed(settings, "reviewed@latest[train]"))
     if not sets:
         raise UserError("give at least one --dataset or --reviews")
     tr = train_from_datasets(settings, sets, embedder=embedder, save=not no_save, alias=alias,
@@ -526,23 +561,32 @@ def train_probes_cmd(
         typer.echo(f"  {code}: skipped ({why})")
 
 
-def _review_set(settings: Any, texts: Path | None) -> Any:
-    from childguard.evaluation.datasets import load_reviews, review_item_ids
-    from childguard.policy import load_policy, resolve_policy_path
-    from childguard.store.store import Store
+@app.command("snapshot-reviews")
+def snapshot_reviews_cmd(
+    ctx: typer.Context,
+    force: bool = typer.Option(False, "--force",
+                               help="write a version even when nothing changed"),
+    no_log: bool = typer.Option(False, "--no-log", help="do not log the MLflow run"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Write reviewer decisions as the next version of the `reviewed` evaluation set
+    (ids, labels, hashes and the model's verdict; text stays in the restricted store) and log
+    it to MLflow (experiment childguard-datasets)."""
+    from childguard.evaluation.reviewed import take_snapshot
 
-    if texts is None:
-        raise UserError("--reviews needs --texts: a JSONL file of {id, text} for the reviewed "
-                        "items (the store never keeps item text)")
-    mapping: dict[str, str] = {}
-    for line in texts.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            mapping[str(row["id"])] = str(row["text"])
-    policy = load_policy(resolve_policy_path(settings.policy, settings.policies_dir))
-    store = Store.from_settings(settings)
-    try:
-        return load_reviews(store, review_item_ids(store), codes=policy.spec.codes,
-                            texts=mapping)
-    finally:
-        store.close()
+    settings = get_settings(ctx)
+    snap = take_snapshot(settings, force=force, log=not no_log)
+    if snap is None:
+        msg = {"version": None, "reason": "no decision changed since the latest snapshot"}
+        typer.echo(json.dumps(msg) if json_out else
+                   "no new or changed decisions since the latest snapshot; nothing written "
+                   "(--force writes one anyway)")
+        return
+    out = {"ref": snap.ref, "version": snap.version, "digest": snap.digest,
+           "rows": len(snap.rows), "new": len(snap.new), "changed": len(snap.changed),
+           "run_id": snap.run_id, "counts": snap.counts}
+    if json_out:
+        typer.echo(json.dumps(out, indent=2, sort_keys=True))
+        return
+    typer.echo(f"{snap.ref}: {len(snap.rows)} rows ({len(snap.new)} new, {len(snap.changed)} "
+               f"changed), digest {snap.digest}" + (f", run {snap.run_id}" if snap.run_id else ""))

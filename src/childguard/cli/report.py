@@ -63,6 +63,44 @@ def transparency_cmd(
         typer.echo(text, nl=False)
 
 
+@app.command("review-quality")
+def review_quality_cmd(
+    ctx: typer.Context,
+    since: str | None = typer.Option(None, "--since",
+                                     help="only decisions from this ISO date/time, UTC"),
+    fmt: str = typer.Option("md", "--format", help="json or md"),
+    plots: Path | None = typer.Option(None, "--plots", help="also write the PNG plots here"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="write to a file"),
+) -> None:
+    """Where the model and the reviewers disagree: overturn rate per category and severity,
+    model-vs-reviewer confusion, reviewer agreement, SLA attainment (each `reviewed` snapshot
+    logs the same to MLflow)."""
+    from childguard.evaluation.review_quality import format_review_quality, review_quality
+    from childguard.evaluation.review_quality import plots as draw
+    from childguard.policy import load_policy, resolve_policy_path
+
+    if fmt not in ("json", "md"):
+        raise UserError(f"--format {fmt!r} is not supported; use json or md")
+    settings = get_settings(ctx)
+    policy = load_policy(resolve_policy_path(settings.policy, settings.policies_dir))
+    store = _store(settings)
+    try:
+        rep = review_quality(store, policy, settings.review,
+                             since=_parse_time(since, "--since") if since else None)
+    finally:
+        store.close()
+    text = (json.dumps(rep, indent=2, sort_keys=True) + "\n" if fmt == "json"
+            else format_review_quality(rep))
+    if plots is not None:
+        for p in draw(rep, plots):
+            typer.echo(f"plot {p}", err=True)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"written to {output}")
+    else:
+        typer.echo(text, nl=False)
+
+
 @app.command("cybertip")
 def cybertip_cmd(
     ctx: typer.Context,

@@ -134,6 +134,7 @@ def run(ctx: typer.Context,
                 store.purge_media()
             except ChildguardError as exc:  # Label Studio down or refusing: try next time
                 logging.getLogger("childguard.review").warning("reconcile: %s", exc)
+            _snapshot_if_due(settings)
             last_reconcile = time.monotonic()
 
     worker = None
@@ -145,3 +146,29 @@ def run(ctx: typer.Context,
             stop.wait(5.0)
     if worker is not None:
         worker.run_forever(stop, interval_s=interval, on_pass=on_pass)
+
+
+def _snapshot_if_due(settings: Any) -> None:
+    """The periodic `eval snapshot-reviews`: when the latest version of the reviewed set is
+    older than `review.snapshot_interval_hours` (0 = off). Failures are logged and retried on
+    the next pass; they never stop the worker."""
+    from datetime import UTC, datetime
+
+    from childguard.evaluation.reviewed import ReviewedSets, take_snapshot
+
+    hours = settings.review.snapshot_interval_hours
+    if hours <= 0:
+        return
+    log = logging.getLogger("childguard.review")
+    try:
+        sets = ReviewedSets(settings.reviewed_dir)
+        if sets.versions():
+            last = datetime.fromisoformat(sets.read().created_at)
+            if (datetime.now(UTC) - last).total_seconds() < hours * 3600:
+                return
+        snap = take_snapshot(settings)
+        if snap is not None:
+            log.info("reviewed set: wrote %s (%d rows, digest %s)", snap.ref, len(snap.rows),
+                     snap.digest)
+    except Exception as exc:  # the worker's job is the queue; a snapshot can wait
+        log.warning("reviewed set: snapshot failed: %s: %s", type(exc).__name__, exc)

@@ -331,6 +331,8 @@ def run_params(policy: Policy, options: RunOptions, datasets: Sequence[EvalDatas
     for ds in datasets:
         params[f"dataset.{ds.name}.hash"] = ds.content_hash
         params[f"dataset.{ds.name}.items"] = str(len(ds))
+        # rows the runner skips (a reviewed snapshot's rows whose content was purged)
+        params[f"dataset.{ds.name}.without_text"] = str(sum(1 for it in ds if not it.text))
     for code, t in policy.thresholds().items():
         params[f"threshold.{code}.review"] = f"{t.review:g}"
         params[f"threshold.{code}.block"] = f"{t.block:g}"

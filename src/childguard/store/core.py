@@ -24,6 +24,8 @@ from childguard.store.media import MediaArea
 OUTBOX_REVIEW_TASK = "review_task"
 #: media type of the text + context kept for the reviewer (a file in the media area, never a row)
 REVIEW_CONTENT_MIME = "application/vnd.childguard.review-content+json"
+#: media type of reviewed text + context kept, encrypted, for evaluation and training
+TRAINING_CONTENT_MIME = "application/vnd.childguard.training-content"
 
 
 def sha256_hex(data: bytes) -> str:
@@ -34,16 +36,22 @@ class StoreCore:
     """The shared plumbing of the store's concerns (`Store` combines them)."""
 
     def __init__(self, engine: Engine, *, media_dir: Path | None = None,
-                 media_retention_hours: float = 72.0, outbox_lease_s: float = 300.0) -> None:
+                 media_retention_hours: float = 72.0, outbox_lease_s: float = 300.0,
+                 training_retention_days: float = 0.0,
+                 training_key: Path | None = None) -> None:
         if media_retention_hours <= 0:
             raise UserError(f"media_retention_hours must be > 0; received {media_retention_hours}")
         self._engine = engine
         self._sessions: sessionmaker[Session] = session_factory(engine)
         self._media = MediaArea(media_dir) if media_dir is not None else None
         self.media_retention = timedelta(hours=media_retention_hours)
+        if training_retention_days < 0:
+            raise UserError("training_retention_days must be >= 0 (0 = off); received "
+                            f"{training_retention_days}")
+        self.training_retention = timedelta(days=training_retention_days)
+        self._training_key = training_key
         self.outbox_lease = timedelta(seconds=outbox_lease_s)
         self._pg = engine.dialect.name == "postgresql"
-
 
     @property
     def engine(self) -> Engine:

@@ -28,6 +28,7 @@ from childguard.store.key_store import LAST_USED_RESOLUTION, KeyCheck, KeyStore
 from childguard.store.media_store import MediaStore, sniff_image_mime
 from childguard.store.migrate import migrate
 from childguard.store.outbox_store import OutboxItem
+from childguard.store.training_store import KEY_FILE
 from childguard.store.verdicts import ItemInfo, VerdictStore
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ __all__ = ["LAST_USED_RESOLUTION", "OUTBOX_REVIEW_TASK", "REVIEW_CONTENT_MIME", 
 
 
 class Store(VerdictStore, AuditStore, KeyStore, MediaStore):
-    """Verdicts, review decisions, outbox, audit log, API keys and review media."""
+    """Verdicts, review decisions, outbox, audit log, API keys, review media and the reviewed
+    content retained for evaluation."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -53,4 +55,6 @@ class Store(VerdictStore, AuditStore, KeyStore, MediaStore):
                                   f"{str(exc.orig).splitlines()[0] if exc.orig else exc}"
                                   ) from exc
         return cls(engine, media_dir=settings.media_dir,
-                   media_retention_hours=settings.review.media_retention_hours)
+                   media_retention_hours=settings.review.media_retention_hours,
+                   training_retention_days=settings.review.training_retention_days,
+                   training_key=settings.home / "keys" / KEY_FILE)

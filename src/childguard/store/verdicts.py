@@ -29,7 +29,12 @@ from childguard.schema import (
     Verdict,
 )
 from childguard.store import audit as audit_log
-from childguard.store.core import OUTBOX_REVIEW_TASK, REVIEW_CONTENT_MIME, sha256_hex
+from childguard.store.core import (
+    OUTBOX_REVIEW_TASK,
+    REVIEW_CONTENT_MIME,
+    TRAINING_CONTENT_MIME,
+    sha256_hex,
+)
 from childguard.store.media import new_media_id
 from childguard.store.media_store import sniff_image_mime
 from childguard.store.models import (
@@ -42,11 +47,10 @@ from childguard.store.models import (
     utcnow,
 )
 from childguard.store.outbox_store import OutboxStore
+from childguard.store.training_store import TrainingStore
 
 
 @dataclass(frozen=True)
-
-
 class ItemInfo:
     """What the store knows about an item besides its verdicts: ids and hashes, no content."""
 
@@ -69,7 +73,7 @@ def _review_decision(row: ReviewDecisionRow) -> ReviewDecision:
                           revision=row.revision)
 
 
-class VerdictStore(OutboxStore):
+class VerdictStore(OutboxStore, TrainingStore):
     """Verdicts (model and review), review decisions, item info (ids and hashes only)."""
 
     def save_verdict(self, item: ContentItem, verdict: Verdict, *, actor: str,
@@ -260,9 +264,12 @@ class VerdictStore(OutboxStore):
                                  decision=final.decision.value, status=final.status.value,
                                  report=final.report, policy_version=final.policy_version,
                                  verdict=final.model_dump(mode="json"), created_at=now))
+                # the training copy first, while the review copy is surely there
+                self._retain_for_training(s, decision.item_id, decision.decided_at)
                 expires = utc(decision.decided_at) + self.media_retention
                 s.execute(update(MediaRow)
                           .where(MediaRow.item_id == decision.item_id,
+                                 MediaRow.mime != TRAINING_CONTENT_MIME,
                                  MediaRow.purged_at.is_(None))
                           .values(expires_at=expires))
             else:
@@ -298,6 +305,22 @@ class VerdictStore(OutboxStore):
             created_at=utcnow().isoformat(),
         )
         return Verdict.model_validate(data)
+
+    def reviewed_item_ids(self, since: datetime | None = None,
+                          until: datetime | None = None) -> list[str]:
+        """Ids of items with at least one review decision (decided in [since, until)), in
+        order of their first decision."""
+        with self._sessions() as s:
+            q = select(ReviewDecisionRow.item_id, ReviewDecisionRow.decided_at)
+            if since is not None:
+                q = q.where(ReviewDecisionRow.decided_at >= utc(since))
+            if until is not None:
+                q = q.where(ReviewDecisionRow.decided_at < utc(until))
+            seen: dict[str, None] = {}
+            for item_id, _ in s.execute(q.order_by(ReviewDecisionRow.decided_at,
+                                                   ReviewDecisionRow.id)):
+                seen.setdefault(str(item_id), None)
+            return list(seen)
 
     def review_history(self, item_id: str) -> list[ReviewDecision]:
         """Every decision on the item, oldest revision first."""
