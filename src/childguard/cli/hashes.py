@@ -376,3 +376,64 @@ def release(ctx: typer.Context, entry_id: int) -> None:
     if not _service(ctx).release(entry_id):
         raise UserError(f"entry {entry_id} is not quarantined")
     typer.echo(f"entry {entry_id} released")
+
+
+def _video_frames(path: Path, *, every_frame: bool, bars: bool) -> Any:
+    """Frame hashes of a video file, or of a vPDQ hash file (Meta's text format, .txt)."""
+    from childguard.hashing.video import hash_video, parse_vpdq
+
+    if path.suffix.lower() == ".txt":
+        return parse_vpdq(_read(path).decode("utf-8", "replace"), where=str(path))
+    return hash_video(path, seconds_per_hash=0 if every_frame else 1.0, bars=bars).frames
+
+
+@app.command("vpdq")
+def vpdq_cmd(
+    video: Path = typer.Argument(..., help="an mp4, mov or webm file"),
+    every_frame: bool = typer.Option(False, "--every-frame",
+                                     help="hash every frame (default: one per second, as vPDQ)"),
+    no_bars: bool = typer.Option(False, "--no-bars",
+                                 help="do not crop letterbox bars (Meta's hashes exactly)"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="write the hashes here"),
+) -> None:
+    """Hash a video as vPDQ: one line a frame, `frame,quality,pdq,timestamp` (Meta's format)."""
+    from childguard.hashing.video import format_vpdq, hash_video
+
+    got = hash_video(video, seconds_per_hash=0 if every_frame else 1.0, bars=not no_bars)
+    text = format_vpdq(got.frames)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"{len(got.frames)} frame hashes of {video.name} ({got.duration_s} s, "
+                   f"md5 {got.md5}) written to {output}", err=True)
+    else:
+        typer.echo(text, nl=False)
+
+
+@app.command("vpdq-match")
+def vpdq_match_cmd(
+    query: Path = typer.Argument(..., help="a video, or its vPDQ hash file (.txt)"),
+    target: Path = typer.Argument(..., help="a video, or its vPDQ hash file (.txt)"),
+    every_frame: bool = typer.Option(False, "--every-frame", help="hash videos every frame"),
+    query_pct: float = typer.Option(80.0, "--query-pct", min=0, max=100),
+    target_pct: float = typer.Option(80.0, "--target-pct", min=0, max=100),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Match two videos as vPDQ does (frames of quality >= 50 within distance 31; both shares
+    at or over the thresholds); names the matching segments. Exit 0 on a match, 1 otherwise."""
+    from childguard.hashing.video import match_videos
+
+    m = match_videos(_video_frames(query, every_frame=every_frame, bars=True),
+                     _video_frames(target, every_frame=every_frame, bars=True))
+    out = {"match": m.is_match(query_pct, target_pct), "query_match_pct": m.query_match_pct,
+           "target_match_pct": m.target_match_pct,
+           "segments": [vars(s) for s in m.segments]}
+    if json_out:
+        _echo_json(out)
+    else:
+        typer.echo(f"{'MATCH' if out['match'] else 'no match'}: query {m.query_match_pct}% / "
+                   f"target {m.target_match_pct}% of frames")
+        for s in m.segments:
+            typer.echo(f"  query {s.query_start:.1f}-{s.query_end:.1f} s ~ target "
+                       f"{s.target_start:.1f}-{s.target_end:.1f} s")
+    if not out["match"]:
+        raise typer.Exit(1)
