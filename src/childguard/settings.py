@@ -77,7 +77,14 @@ class JudgeSettings(_Section):
 
 class ModelSettings(_Section):
     cache_dir: Path | None = Field(default=None, description="defaults to <home>/models")
-    text_embedder: str = "all-MiniLM-L6-v2"
+    text_embedder: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="the probes' sentence encoder: all-MiniLM-L6-v2 (packaged; fine-tuned when "
+        "tuned_encoder names one), embeddinggemma-300m (opt-in: `childguard models pull --name "
+        "embeddinggemma-300m`, 1.2 GB, Gemma Terms of Use; better on held-out data, slower: "
+        "docs/quality.md) or a sentence-transformers directory; retrain probes and recalibrate "
+        "when switching",
+    )
     age_features: bool = Field(
         default=True,
         description="append age-indicator counts to the text embedding (models/lexical.py); "

