@@ -64,11 +64,13 @@ class TrainingStore(StoreCore):
                             "Store.from_settings(settings)")
         return self._training_key
 
-    def _retain_for_training(self, s: Session, item_id: str, decided_at: datetime) -> str | None:
+    def _retain_for_training(self, s: Session, item_id: str, decided_at: datetime,
+                             written: list[str]) -> str | None:
         """Inside the decision's transaction: keep (or extend) the item's training copy until
         `decided_at + training_retention`. Returns the media id, or None when retention is off
-        or the item had no text. Any failure here fails the decision's transaction: a decision
-        is never recorded with its content silently dropped."""
+        or the item had no text; a new file's id is appended to `written` (the caller removes
+        it if the transaction fails). Any failure here fails the decision's transaction: a
+        decision is never recorded with its content silently dropped."""
         if self.training_retention <= timedelta(0) or self._media is None:
             return None
         expires = utc(decided_at) + self.training_retention
@@ -97,6 +99,7 @@ class TrainingStore(StoreCore):
             audit_log.canonical_json(record).encode("utf-8"))
         media_id = new_media_id()
         self._media.write(media_id, token)
+        written.append(media_id)
         s.add(MediaRow(id=media_id, item_id=item_id, mime=TRAINING_CONTENT_MIME,
                        size=len(token), sha256=sha256_hex(plain), created_at=utcnow(),
                        expires_at=expires))

@@ -221,8 +221,21 @@ class VerdictStore(OutboxStore, TrainingStore):
         `revision` is ignored). The same decision delivered twice (same annotation, outcome,
         categories, comment, reviewer and time) is recorded once. The final decision is the one
         with the latest `decided_at`, so a late, older delivery joins the history without
-        overriding a newer decision. Media retention restarts from the final decision time.
+        overriding a newer decision. Media retention restarts from the final decision time;
+        the reviewed content's training copy is made (or extended) in the same transaction,
+        and its file is removed again if the transaction fails.
         """
+        written: list[str] = []
+        try:
+            return self._record_review_decision(decision, actor=actor, written=written)
+        except BaseException:
+            if self._media is not None:
+                for media_id in written:
+                    self._media.discard(media_id)
+            raise
+
+    def _record_review_decision(self, decision: ReviewDecision, *, actor: str,
+                                written: list[str]) -> Verdict:
         with self._tx() as s:
             self._write_lock(s)
             q = select(ItemRow).where(ItemRow.item_id == decision.item_id)
@@ -265,7 +278,7 @@ class VerdictStore(OutboxStore, TrainingStore):
                                  report=final.report, policy_version=final.policy_version,
                                  verdict=final.model_dump(mode="json"), created_at=now))
                 # the training copy first, while the review copy is surely there
-                self._retain_for_training(s, decision.item_id, decision.decided_at)
+                self._retain_for_training(s, decision.item_id, decision.decided_at, written)
                 expires = utc(decision.decided_at) + self.media_retention
                 s.execute(update(MediaRow)
                           .where(MediaRow.item_id == decision.item_id,

@@ -143,3 +143,25 @@ def test_items_without_text_keep_nothing(kept: Store, tmp_path: Path) -> None:
     _decide(kept, "t-6", ReviewOutcome.BLOCK, DECIDED)
     assert kept.training_content(["t-6"], actor="e", now=DECIDED)["t-6"] is None
     assert kept.item_info("t-6").hashes.get("image_sha256")  # its hashes remain
+
+
+def test_a_failed_decision_leaves_no_training_file(kept: Store, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from childguard.store import verdicts
+
+    _review(kept, "t-7")
+    files_before = set((tmp_path / "media").iterdir())
+    real = verdicts.audit_log.append
+
+    def failing(s, actor, action, subject, payload):  # type: ignore[no-untyped-def]
+        if action == "review.decided":
+            raise RuntimeError("the database went away")
+        return real(s, actor, action, subject, payload)
+
+    monkeypatch.setattr(verdicts.audit_log, "append", failing)
+    with pytest.raises(RuntimeError):
+        _decide(kept, "t-7", ReviewOutcome.BLOCK, DECIDED)
+    monkeypatch.setattr(verdicts.audit_log, "append", real)
+    assert set((tmp_path / "media").iterdir()) == files_before  # the copy was removed again
+    assert kept.review_history("t-7") == []
+    assert kept.training_content(["t-7"], actor="e")["t-7"] is None
