@@ -17,7 +17,7 @@ A row holds ids, labels, hashes and the model's verdict, never content:
   decision with one taken before it).
 Text is resolved at evaluation time from the restricted store (`Store.training_content`, an
 audited read by the evaluation role); rows whose content expired or was purged keep their
-labels and hashes, and `load()` names them (`missing_content`).
+labels and hashes, and `load()` returns their ids next to the set.
 """
 
 from __future__ import annotations
