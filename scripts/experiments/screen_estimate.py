@@ -28,7 +28,8 @@ def main() -> None:
     train = (list(load_dataset("openai_moderation_all").split("train"))
              + list(load_dataset(V2).split("train"))
              + list(load_dataset("evaluation_sets/child_safety_v1.jsonl").split("train", "dev")))
-    sets = {"calib": list(load_dataset(V2).split("calib")), "test": list(load_dataset(V2).split("test")),
+    sets = {"calib": list(load_dataset(V2).split("calib")),
+            "test": list(load_dataset(V2).split("test")),
             "xstest": list(load_dataset("xstest")),
             "oai": list(load_dataset("openai_moderation").split("test"))}
 
