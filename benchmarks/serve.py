@@ -264,9 +264,13 @@ def main() -> None:
     env = {**os.environ, "CHILDGUARD_HOME": str(home), "CHILDGUARD_JUDGE__BACKEND": args.judge}
     if args.probe_dir:
         env["CHILDGUARD_MODELS__PROBE_DIR"] = str(args.probe_dir.resolve())
+    default_home = Path.home() / ".local" / "share" / "childguard"
     if os.environ.get("CHILDGUARD_HOME") is None:  # reuse pulled weights from the default home
-        env.setdefault("CHILDGUARD_MODELS__CACHE_DIR",
-                       str(Path.home() / ".local" / "share" / "childguard" / "models"))
+        env.setdefault("CHILDGUARD_MODELS__CACHE_DIR", str(default_home / "models"))
+    if args.models == "real" and (default_home / "encoders").is_dir():
+        # the fine-tuned encoder `make run` trained (its probes were trained on it): without
+        # it the private home would embed with the packaged weights and no probe would match
+        (home / "encoders").symlink_to(default_home / "encoders", target_is_directory=True)
     if args.stage_timeout:
         env["CHILDGUARD_SERVE__STAGE_TIMEOUT_S"] = str(args.stage_timeout)
     if args.judge_all:
