@@ -136,11 +136,12 @@ def hash_video(data: bytes | Path, *, seconds_per_hash: float = 1.0,
     limits = limits or VideoLimits()
     if seconds_per_hash < 0:
         raise InvalidContent(f"seconds_per_hash must be >= 0; received {seconds_per_hash}")
-    raw = data.read_bytes() if isinstance(data, Path) else data
-    exact_md5 = hashlib.md5(raw, usedforsecurity=False).hexdigest()
-    exact_sha = hashlib.sha256(raw).hexdigest()
-    container = _open(data, limits)
+    container = _open(data, limits)  # checks the size before anything is read
     try:
+        raw = data.read_bytes() if isinstance(data, Path) else data
+        exact_md5 = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+        exact_sha = hashlib.sha256(raw).hexdigest()
+        del raw
         stream = container.streams.video[0]
         width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
         if width <= 0 or height <= 0:
