@@ -19,9 +19,8 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from childguard.errors import NotFound, UserError
 from childguard.schema import Message, ReviewDecision, ReviewOutcome
@@ -431,12 +430,6 @@ def write_file(dataset: EvalDataset | Sequence[EvalItem], path: Path) -> Path:
 # -- reviewer decisions ----------------------------------------------------------------------
 
 
-class ReviewSource(Protocol):
-    """What the loader needs from the store (the store contract's review API)."""
-
-    def review_history(self, item_id: str) -> list[ReviewDecision]: ...
-
-
 def labels_from_review(decision: ReviewDecision, codes: Sequence[str]) -> dict[str, int]:
     """A reviewer's final decision as labels over the policy codes.
 
@@ -450,56 +443,6 @@ def labels_from_review(decision: ReviewDecision, codes: Sequence[str]) -> dict[s
         return {"any": 1}
     chosen = set(decision.categories)
     return {c: int(c in chosen) for c in sorted(set(codes) | chosen)}
-
-
-def review_item_ids(store: Any, since: datetime | None = None,
-                    until: datetime | None = None) -> list[str]:
-    """Ids of reviewed items, from whichever listing API the store offers."""
-    for name in ("reviewed_item_ids", "list_reviewed_items"):
-        fn = getattr(store, name, None)
-        if callable(fn):
-            return [str(x) for x in fn(since=since, until=until)]
-    rows = getattr(store, "iter_verdict_rows", None)
-    if callable(rows):
-        seen: dict[str, None] = {}
-        for row in rows(since=since):
-            if row["kind"] == "review" and (until is None or row["created_at"] < until):
-                seen.setdefault(str(row["item_id"]), None)
-        return list(seen)
-    raise UserError(
-        "the store offers no listing of reviewed items (expected Store.iter_verdict_rows("
-        "since=)); pass the item ids explicitly"
-    )
-
-
-def load_reviews(
-    store: ReviewSource,
-    item_ids: Iterable[str],
-    *,
-    codes: Sequence[str],
-    texts: Mapping[str, str] | None = None,
-    name: str = "reviews",
-) -> EvalDataset:
-    """Reviewer decisions from the store as an evaluation set (latest revision wins).
-
-    The store keeps ids and hashes, never raw text, so the text comes from `texts` (id -> text,
-    e.g. an export from the product service); items without text keep their labels (useful for
-    probe training from stored embeddings and for overturn statistics) but the runner skips them.
-    """
-    items: list[EvalItem] = []
-    for item_id in item_ids:
-        history = store.review_history(item_id)
-        if not history:
-            continue
-        final = max(history, key=lambda d: (d.revision, d.decided_at))
-        items.append(EvalItem(
-            id=item_id,
-            text=(texts or {}).get(item_id),
-            labels=labels_from_review(final, codes),
-            meta={"reviewer_outcome": final.outcome.value, "revision": str(final.revision)},
-        ))
-    return EvalDataset(name, tuple(items), source="store:review_history",
-                       description="human reviewer decisions (latest revision per item)")
 
 
 # -- the registry of named sets ----------------------------------------------------------------

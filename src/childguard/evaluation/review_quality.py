@@ -31,10 +31,7 @@ from typing import Any
 from childguard.policy import Policy
 from childguard.schema import Decision, ReviewDecision, ReviewOutcome, Verdict
 from childguard.settings import ReviewSettings
-
-
-def _aware(d: datetime) -> datetime:
-    return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
+from childguard.store.models import utc as _aware
 
 
 def _flagged(verdict: Verdict) -> list[str]:
@@ -70,10 +67,12 @@ def review_quality(store: Any, policy: Policy, review: ReviewSettings, *,
         model = store.get_model_verdict(item_id)
         if not history or model is None:
             continue
-        final = max(history, key=lambda d: (_aware(d.decided_at), d.revision))
+        ordered = sorted(history, key=lambda d: (_aware(d.decided_at), d.revision))
+        first, final = ordered[0], ordered[-1]
         flagged = _flagged(model)
         top = flagged[0] if flagged else "none"
-        severity = item_severity(model, policy).value
+        sev = item_severity(model, policy)
+        severity = sev.value
         human = final.outcome.decision.value
         confusion[(model.decision.value, human)] += 1
         chosen = set(final.categories) if final.outcome is not ReviewOutcome.ALLOW else set()
@@ -91,13 +90,10 @@ def review_quality(store: Any, policy: Policy, review: ReviewSettings, *,
             table[key]["overturned"] += int(over)
         if over:
             overturned_ids.append(item_id)
-        first = min(history, key=lambda d: (_aware(d.decided_at), d.revision))
-        due = sla_due(item_severity(model, policy), _aware(model.created_at), review)
+        due = sla_due(sev, _aware(model.created_at), review)
         sla.setdefault(severity, Counter())["decided"] += 1
         sla[severity]["within_sla"] += int(_aware(first.decided_at) <= due)
-        latest_by: dict[str, ReviewDecision] = {}
-        for d in sorted(history, key=lambda d: (_aware(d.decided_at), d.revision)):
-            latest_by[d.reviewer] = d
+        latest_by: dict[str, ReviewDecision] = {d.reviewer: d for d in ordered}
         if len(latest_by) >= 2:
             multi += 1
             for a, b in combinations(latest_by.values(), 2):

@@ -269,14 +269,13 @@ def log_snapshot(settings: Any, snap: Snapshot, quality: dict[str, Any] | None =
                              "created_at": snap.created_at, "new": len(snap.new),
                              "changed": len(snap.changed), "test_share": TEST_SHARE})
         tracking.log_metrics({k: float(v) for k, v in snap.counts.items()})
-        import pandas as pd
         from mlflow.data.pandas_dataset import from_pandas
 
-        frame = pd.DataFrame([{**tracking.dataset_frame(ds).iloc[i].to_dict(),
-                               "revision": r["revision"], "outcome": r["outcome"],
-                               "text_sha256": r["text_sha256"] or "",
-                               "image_sha256": r["image_sha256"] or ""}
-                              for i, r in enumerate(snap.rows)])
+        frame = tracking.dataset_frame(ds).assign(
+            revision=[r["revision"] for r in snap.rows],
+            outcome=[r["outcome"] for r in snap.rows],
+            text_sha256=[r["text_sha256"] or "" for r in snap.rows],
+            image_sha256=[r["image_sha256"] or "" for r in snap.rows])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             mlflow.log_input(from_pandas(frame, source=ds.source, name=ds.name,

@@ -17,7 +17,6 @@ from childguard.evaluation.datasets import (
     load_dataset,
     load_file,
     load_openai_moderation,
-    load_reviews,
     load_xstest,
     write_file,
 )
@@ -123,16 +122,6 @@ def test_review_labels() -> None:
         "sexual_minors": 0, "grooming": 1}
     assert labels_from_review(d(ReviewOutcome.ESCALATE), CODES) == {"any": 1}
 
-    class History:
-        def review_history(self, item_id: str) -> list[ReviewDecision]:
-            if item_id == "none":
-                return []
-            return [d(ReviewOutcome.BLOCK, ("grooming",), 1), d(ReviewOutcome.ALLOW, (), 2)]
-
-    ds = load_reviews(History(), ["i", "none"], codes=CODES, texts={"i": "t"})
-    assert [it.id for it in ds] == ["i"]  # latest revision wins
-    assert ds.items[0].labels == {"sexual_minors": 0, "grooming": 0}
-    assert ds.items[0].text == "t"
 
 
 def test_any_positive() -> None:
