@@ -28,7 +28,6 @@ is a typed error (413 / 415 / 422) that says what was wrong and what is allowed.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from childguard.errors import ContentTooLarge, InvalidContent, UnsupportedMedia
-from childguard.hashing.hashers import pdq_bits_to_hex
+from childguard.hashing.hashers import MD5, SHA256, exact_hashes, pdq_bits_to_hex
 
 #: containers we accept (PyAV format names as FFmpeg reports them)
 ALLOWED_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")
@@ -138,10 +137,7 @@ def hash_video(data: bytes | Path, *, seconds_per_hash: float = 1.0,
         raise InvalidContent(f"seconds_per_hash must be >= 0; received {seconds_per_hash}")
     container = _open(data, limits)  # checks the size before anything is read
     try:
-        raw = data.read_bytes() if isinstance(data, Path) else data
-        exact_md5 = hashlib.md5(raw, usedforsecurity=False).hexdigest()
-        exact_sha = hashlib.sha256(raw).hexdigest()
-        del raw
+        exact = exact_hashes(data.read_bytes() if isinstance(data, Path) else data)
         stream = container.streams.video[0]
         width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
         if width <= 0 or height <= 0:
@@ -189,7 +185,7 @@ def hash_video(data: bytes | Path, *, seconds_per_hash: float = 1.0,
         if not frames:
             raise InvalidContent("video has no decodable frames; the file may be truncated "
                                  "or empty")
-        return VideoHashes(md5=exact_md5, sha256=exact_sha,
+        return VideoHashes(md5=exact[MD5], sha256=exact[SHA256],
                            frames=tuple(prune(frames, prune_distance)),
                            duration_s=round(duration if duration is not None else last_t, 3),
                            width=width, height=height, decoded_frames=decoded + 1)
