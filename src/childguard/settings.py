@@ -49,6 +49,10 @@ class LimitsSettings(_Section):
     max_image_side: int = Field(default=20_000, gt=0)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     max_batch_items: int = Field(default=64, gt=0)
+    max_video_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    max_video_duration_s: float = Field(default=900.0, gt=0)
+    max_video_frame_pixels: int = Field(default=3840 * 2160, gt=0)
+    max_video_hashed_frames: int = Field(default=3600, gt=0)
 
 
 class HashingSettings(_Section):
@@ -57,6 +61,13 @@ class HashingSettings(_Section):
     dihedral: bool = False
     flood_window_s: float = Field(default=3600.0, gt=0)
     flood_max_hits: int = Field(default=1000, gt=0)
+    video_seconds_per_hash: float = Field(
+        default=1.0, ge=0, description="vPDQ sampling: one frame hash per this many seconds "
+        "(0 = every frame)")
+    video_distance: int = Field(default=31, ge=0, le=128,
+                                description="vPDQ: frames this close (bits) match")
+    video_query_match_pct: float = Field(default=80.0, ge=0, le=100)
+    video_target_match_pct: float = Field(default=80.0, ge=0, le=100)
 
 
 class JudgeSettings(_Section):

@@ -236,9 +236,12 @@ def export(
 
     if fmt not in ("csv", "text", "ncmec"):
         raise UserError(f"format {fmt!r} is not allowed; use csv, text or ncmec")
+    from childguard.hashing.store import VPDQ
+
     svc = _service(ctx)
     info = svc.bank(bank)
-    rows = svc.repo.export_entries(info.id)
+    # video entries are frame lists, not one hash: `hashes export-videos` writes them
+    rows = (r for r in svc.repo.export_entries(info.id) if r[0] != VPDQ)
     if output is None:
         n = write_hash_list(sys.stdout, rows, fmt, signal_type=signal_type)  # type: ignore[arg-type]
     else:
@@ -436,4 +439,113 @@ def vpdq_match_cmd(
             typer.echo(f"  query {s.query_start:.1f}-{s.query_end:.1f} s ~ target "
                        f"{s.target_start:.1f}-{s.target_end:.1f} s")
     if not out["match"]:
+        raise typer.Exit(1)
+
+
+# -- video banks --------------------------------------------------------------------------
+
+
+def _is_hash_file(path: Path) -> bool:
+    return path.suffix.lower() in (".txt", ".vpdq")
+
+
+@app.command("add-video")
+def add_video(
+    ctx: typer.Context,
+    bank: str,
+    files: list[Path] = typer.Argument(..., help="videos (mp4, mov, webm), or vPDQ hash files "
+                                       "in Meta's text format (.txt / .vpdq)"),
+    note: str | None = typer.Option(None, help="metadata 'note' on each entry"),
+    added_by: str = typer.Option("cli", "--by"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Add videos to a bank: a video file contributes its vPDQ frame hashes (sampled as the
+    service samples) and its file MD5 / SHA-256; a hash file its frames. Importing the same
+    frames twice merges."""
+    from childguard.hashing.video import hash_video, parse_vpdq, video_limits
+
+    svc = _service(ctx)
+    settings = get_settings(ctx)
+    out = []
+    for f in files:
+        meta = {"file": f.name, **({"note": note} if note else {})}
+        if _is_hash_file(f):
+            frames = parse_vpdq(_read(f).decode("utf-8", "replace"), where=str(f))
+            ids = svc.add_video(bank, frames, added_by=added_by, metadata=meta)
+        else:
+            got = hash_video(f, seconds_per_hash=settings.hashing.video_seconds_per_hash,
+                             limits=video_limits(settings.limits))
+            ids = svc.add_video(bank, got, added_by=added_by, metadata=meta)
+        out.append({"file": str(f), "entries": ids})
+    if json_out:
+        _echo_json(out)
+    else:
+        for r in out:
+            typer.echo(f"{r['file']}: entries {', '.join(r['entries'])}")
+
+
+@app.command("export-videos")
+def export_videos(
+    ctx: typer.Context,
+    bank: str,
+    directory: Path = typer.Argument(..., help="written: <entry id>.txt per video (Meta's "
+                                     "vPDQ text format) and videos.csv"),
+) -> None:
+    """Export a bank's live video entries as vPDQ hash files; their file MD5s are ordinary
+    md5 entries (`hashes export BANK --signal-type md5`)."""
+    import csv
+
+    from childguard.hashing.video import FrameHash, format_vpdq
+
+    svc = _service(ctx)
+    info = svc.bank(bank)
+    directory.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(directory / "videos.csv", "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["entry_id", "vpdq_id", "frames", "file", "note"])
+        for eid, value, meta, frames in svc.repo.export_videos(info.id):
+            (directory / f"{eid}.txt").write_text(
+                format_vpdq(FrameHash(*f) for f in frames), encoding="utf-8")
+            w.writerow([eid, value, len(frames), meta.get("file", ""), meta.get("note", "")])
+            n += 1
+    typer.echo(f"exported {n} videos of {bank} to {directory}", err=True)
+
+
+@app.command("match-video")
+def match_video(
+    ctx: typer.Context,
+    files: list[Path] = typer.Argument(..., help="videos (mp4, mov, webm)"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Look videos up in every enabled bank (file hashes exactly, frames by vPDQ's rule).
+    Exit 1 if any has a decisive match."""
+    from childguard.hashing.video import hash_video, video_limits
+
+    svc = _service(ctx)
+    settings = get_settings(ctx)
+    out: list[dict[str, Any]] = []
+    decisive = False
+    for f in files:
+        try:
+            got = hash_video(f, seconds_per_hash=settings.hashing.video_seconds_per_hash,
+                             limits=video_limits(settings.limits))
+        except (InvalidContent, UserError) as exc:
+            out.append({"file": str(f), "error": str(exc)})
+            continue
+        check = svc.check_video(got)
+        decisive = decisive or check.decisive is not None
+        out.append({"file": str(f), **check.model_dump(mode="json")})
+    if json_out:
+        _echo_json(out)
+    else:
+        for r in out:
+            if "error" in r:
+                typer.echo(f"{r['file']}\terror: {r['error']}")
+                continue
+            d = r["decisive"]
+            verdict = f"MATCH {d['bank']} ({d['signal_type']})" if d else (
+                "suppressed" if r["suppressed"] else "no match")
+            typer.echo(f"{r['file']}\t{verdict}\tmatches={len(r['matches'])}")
+    if decisive:
         raise typer.Exit(1)

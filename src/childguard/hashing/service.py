@@ -15,6 +15,10 @@ into a `HashCheck`:
   `HashMatch.quarantined=True` and never decisive, until a person releases it;
 - a PDQ hash below `pdq_quality_min` is not used for matching (featureless images match
   everything); the check says so in `note`, and exact hashes still match.
+- videos: a bank video entry ('vpdq') keeps its frame hashes in a `VideoIndex` (frames in the
+  same PDQ multi-index, each under its entry); `check_video` looks up the file's exact hashes and
+  matches the frames by vPDQ's rule (both match shares over the configured thresholds), with the
+  same negative-bank, tombstone and flood-guard handling as images.
 
 Entries are addressed internally by a dense row number (`gid`) so per-entry state is a few numpy
 arrays, not Python objects, at 10 million entries.
@@ -22,6 +26,7 @@ arrays, not Python objects, at 10 million entries.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import deque
@@ -48,16 +53,18 @@ from childguard.hashing.hashers import (
 )
 from childguard.hashing.index import MatchIndex, pack_hex
 from childguard.hashing.store import (
+    VPDQ,
     AddResult,
     BankInfo,
     BankRepository,
     EntryRecord,
     NewEntry,
 )
-from childguard.schema import HashMatch, Severity
+from childguard.hashing.video import FrameHash, VideoHashes, VideoIndex, VideoMatch, format_vpdq
+from childguard.schema import HashMatch, Severity, VideoMatchInfo, VideoSegment
 from childguard.settings import HashingSettings, LimitsSettings, Settings
 
-_TYPE_CODE = {PDQ: 0, MD5: 1, SHA256: 2}
+_TYPE_CODE = {PDQ: 0, MD5: 1, SHA256: 2, VPDQ: 3}
 _CODE_TYPE = {v: k for k, v in _TYPE_CODE.items()}
 
 
@@ -142,6 +149,7 @@ class _Hit:
     gid: int
     signal_type: str
     distance: int
+    video: VideoMatch | None = None
 
 
 class HashService:
@@ -171,6 +179,8 @@ class HashService:
         self._gid_extra: dict[int, int] = {}
         self._pdq = MatchIndex(design_radius=max(31, hashing.pdq_radius))
         self._exact = {MD5: _ExactIndex(16), SHA256: _ExactIndex(32)}
+        self._videos = VideoIndex(distance=hashing.video_distance,
+                                  quality=hashing.pdq_quality_min)
         self._hits: dict[int, deque[float]] = {}
         # highest entry id read from the store by `load`; our own adds do not advance it, so a
         # refresh also picks up lower ids other writers committed meanwhile
@@ -200,6 +210,7 @@ class HashService:
             pdq_parts: list[np.ndarray] = []
             pdq_gids: list[int] = []
             exact: dict[str, tuple[list[bytes], list[int]]] = {MD5: ([], []), SHA256: ([], [])}
+            videos: list[tuple[int, int]] = []  # (entry id, gid)
             for rows in self.repo.iter_live(after_id=self._watermark):
                 self._watermark = max(self._watermark, rows[-1].id)
                 last = int(self._key.a[self._key.n - 1]) if self._key.n else -1
@@ -214,6 +225,8 @@ class HashService:
                     elif rec.signal_type in exact:
                         exact[rec.signal_type][0].append(bytes.fromhex(rec.value))
                         exact[rec.signal_type][1].append(gid)
+                    elif rec.signal_type == VPDQ:
+                        videos.append((rec.id, gid))
                 if vals:
                     pdq_parts.append(pack_hex(vals))
             if pdq_parts:
@@ -225,6 +238,10 @@ class HashService:
                     self._pdq.add(packed, gids_arr)
             for st, (digests, g) in exact.items():
                 self._exact[st].bulk(digests, np.array(g, np.int64))
+            if videos:
+                frames = self.repo.video_frames([eid for eid, _ in videos])
+                for eid, gid in videos:
+                    self._videos.add(str(gid), [FrameHash(*f) for f in frames.get(eid, [])])
             self._loaded_at = started
 
     def refresh(self) -> None:
@@ -352,6 +369,34 @@ class HashService:
             )
         return result
 
+    def add_video(
+        self, bank: str, video: VideoHashes | Sequence[FrameHash], *, added_by: str,
+        metadata: dict[str, str] | None = None,
+    ) -> list[str]:
+        """A video into a bank: its vPDQ frames as one entry, and its file MD5 and SHA-256 when
+        `video` is a decoded file (a hash list has no file hashes). Returns entry ids;
+        matchable when this returns."""
+        frames = video.frames if isinstance(video, VideoHashes) else tuple(video)
+        if not frames:
+            raise UserError("a video entry needs at least one frame hash")
+        info = self.bank(bank)
+        meta = {"media": "video", **(metadata or {})}
+        value = hashlib.sha256(format_vpdq(frames).encode()).hexdigest()
+        eid, created = self.repo.add_video(
+            info.id, value, [(f.frame, f.quality, f.pdq, f.timestamp) for f in frames], meta,
+            added_by=added_by)
+        ids = [str(eid)]
+        if created:
+            with self._lock:
+                gid = self._register([EntryRecord(eid, info.id, VPDQ, value, False)])[0]
+                self._videos.add(str(gid), frames)
+        if isinstance(video, VideoHashes):
+            res = self.add_hashes(bank, [NewEntry(MD5, video.md5, meta),
+                                         NewEntry(SHA256, video.sha256, meta)],
+                                  added_by=added_by)
+            ids += [str(i) for i in res.ids]
+        return ids
+
     def _index_new(self, records: list[EntryRecord]) -> None:
         with self._lock:
             gids = self._register(records)
@@ -374,7 +419,7 @@ class HashService:
         self, bank: str, keys: Sequence[tuple[str, str]], *, removed_by: str
     ) -> int:
         info = self.bank(bank)
-        clean = [(st, normalize_hash(st, v)) for st, v in keys]
+        clean = [(st, _normalize_entry(st, v)) for st, v in keys]
         ids = self.repo.remove_entries(info.id, clean, removed_by=removed_by)
         with self._lock:
             for eid in ids:
@@ -399,6 +444,8 @@ class HashService:
             "pdq_indexed": len(self._pdq),
             "pdq_segments": [s.n for s in self._pdq.segments],
             "pdq_index_bytes": self._pdq.nbytes(),
+            "videos_indexed": len(self._videos),
+            "video_frames_indexed": self._videos.frames,
             "banks": self.repo.stats(),
         }
 
@@ -446,6 +493,39 @@ class HashService:
             matches=tuple(matches), decisive=decisive, suppressed=suppressed,
         )
 
+    def check_video(self, v: VideoHashes) -> HashCheck:
+        """A decoded video against every enabled bank: file MD5 / SHA-256 exactly, frames by
+        vPDQ's rule. Negative banks, tombstones and the flood guard as for images."""
+        hashes = {MD5: v.md5, SHA256: v.sha256}
+        hits: list[_Hit] = []
+        for st in EXACT_TYPES:
+            for gid in self._exact[st].lookup(bytes.fromhex(hashes[st])):
+                hits.append(_Hit(gid, st, 0))
+        good = sum(f.quality >= self.settings.pdq_quality_min for f in v.frames)
+        notes = [f"{good} of {len(v.frames)} frame hashes have quality >= "
+                 f"{self.settings.pdq_quality_min}"]
+        with self._lock:
+            found = self._videos.search(v.frames, query_pct=self.settings.video_query_match_pct,
+                                        target_pct=self.settings.video_target_match_pct)
+        for video_id, m in found:
+            share = min(m.query_match_pct, m.target_match_pct)
+            hits.append(_Hit(int(video_id), VPDQ, max(0, round(100 - share)), m))
+        matches = self._to_matches(hits)
+        positive = [m for m in matches if not m.negative]
+        negative = [m for m in matches if m.negative]
+        neg_exact = any(m.signal_type in EXACT_TYPES for m in negative)
+        suppressed = tuple(m for m in positive if neg_exact or (negative and m.signal_type == VPDQ))
+        if suppressed:
+            notes.append(f"{len(suppressed)} positive match(es) suppressed by a negative bank")
+        candidates = [m for m in positive if m not in suppressed and not m.quarantined]
+        if any(m.quarantined for m in positive):
+            notes.append("quarantined entries matched (flood guard); not decisive")
+        decisive = min(candidates, key=_decisive_rank, default=None)
+        return HashCheck(
+            hashes=hashes, pdq_quality=None, pdq_used=good > 0, note="; ".join(notes),
+            matches=tuple(matches), decisive=decisive, suppressed=suppressed,
+        )
+
     def _pdq_hits(self, h: ImageHashes) -> list[_Hit]:
         queries = list(h.pdq_dihedral) if self.settings.dihedral and h.pdq_dihedral else []
         if h.pdq is not None and h.pdq not in queries:
@@ -482,6 +562,7 @@ class HashService:
                     bank=bank.name, signal_type=hit.signal_type, distance=hit.distance,
                     entry_id=str(int(self._entry_id.a[g])), category=bank.category,
                     severity=bank.severity, negative=bank.negative, quarantined=quarantined,
+                    video=_video_info(hit.video) if hit.video is not None else None,
                 ))
         out.sort(key=lambda m: (m.negative, m.distance, m.bank, str(m.entry_id)))
         return out
@@ -509,6 +590,25 @@ class HashService:
     def entry_metadata(self, entry_ids: Sequence[str | int]) -> dict[str, dict[str, str]]:
         meta = self.repo.entry_meta([int(e) for e in entry_ids])
         return {str(k): v for k, v in meta.items()}
+
+
+def _normalize_entry(signal_type: str, value: str) -> str:
+    """An entry key's value: a hash (`normalize_hash`) or a video entry's 64-hex content id."""
+    if signal_type.strip().lower() != VPDQ:
+        return normalize_hash(signal_type, value)
+    v = value.strip().lower()
+    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        raise ValueError("a video entry (vpdq) is named by its 64-hex-digit id; received "
+                         f"{len(v)} characters")
+    return v
+
+
+def _video_info(m: VideoMatch) -> VideoMatchInfo:
+    return VideoMatchInfo(
+        query_match_pct=m.query_match_pct, target_match_pct=m.target_match_pct,
+        segments=tuple(VideoSegment(query_start=s.query_start, query_end=s.query_end,
+                                    target_start=s.target_start, target_end=s.target_end)
+                       for s in m.segments))
 
 
 def _decisive_rank(m: HashMatch) -> tuple[int, int, int]:

@@ -8,6 +8,11 @@ and PostgreSQL.
 
 Quarantine (flood guard) is a column on the entry, so it survives a restart and every replica
 loading the bank sees it.
+
+A video is one entry (`signal_type` 'vpdq', value = SHA-256 of its frame list in Meta's text
+format, so the same hashes imported twice merge) whose frame hashes live in `hash_video_frames`;
+its file MD5, when known, is an ordinary `md5` entry. Tombstones, quarantine and banks work on
+the video entry exactly as on an image hash.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -37,6 +43,9 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from childguard.errors import NotFound, UserError
 from childguard.schema import Severity
 from childguard.store.db import Base, session_factory, transaction
+
+#: the signal type of a video entry (its frames are in `hash_video_frames`)
+VPDQ = "vpdq"
 
 #: sqlite autoincrement needs INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -81,6 +90,21 @@ class HashEntryRow(Base):
     removed_by: Mapped[str | None] = mapped_column(String(128))
     quarantined_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     quarantine_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class HashVideoFrameRow(Base):
+    """One frame hash of a video entry (vPDQ): its position in the entry, the frame number in
+    the decoded stream, PDQ quality, hash and time."""
+
+    __tablename__ = "hash_video_frames"
+
+    entry_id: Mapped[int] = mapped_column(
+        _BigId, ForeignKey("hash_entries.id"), primary_key=True, autoincrement=False)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    frame: Mapped[int] = mapped_column(Integer, nullable=False)
+    quality: Mapped[int] = mapped_column(Integer, nullable=False)
+    pdq: Mapped[str] = mapped_column(String(64), nullable=False)
+    timestamp: Mapped[float] = mapped_column(Float, nullable=False)
 
 
 @dataclass(frozen=True)
@@ -272,6 +296,48 @@ class BankRepository:
                 ids.append(row.id)
         return ids
 
+    def add_video(
+        self, bank_id: int, value: str, frames: Sequence[tuple[int, int, str, float]],
+        metadata: dict[str, str], *, added_by: str,
+    ) -> tuple[int, bool]:
+        """One video entry and its frame hashes (frame, quality, pdq hex, seconds) in one
+        transaction; (entry id, created). A live entry with the same value gets the metadata
+        merged and keeps its frames."""
+        with transaction(self._sessions) as s:
+            live = self._live_rows(s, bank_id, [(VPDQ, value)]).get((VPDQ, value))
+            if live is not None:
+                if metadata:
+                    old = json.loads(live.meta or "{}")
+                    old.update(metadata)
+                    live.meta = json.dumps(old, sort_keys=True)
+                return live.id, False
+            row = HashEntryRow(bank_id=bank_id, signal_type=VPDQ, value=value,
+                               meta=json.dumps(metadata, sort_keys=True), added_by=added_by,
+                               added_at=_now())
+            s.add(row)
+            s.flush()
+            eid = int(row.id)
+            rows = [{"entry_id": eid, "position": i, "frame": f, "quality": q, "pdq": h,
+                     "timestamp": float(t)} for i, (f, q, h, t) in enumerate(frames)]
+            for i in range(0, len(rows), 10_000):
+                s.execute(insert(HashVideoFrameRow), rows[i : i + 10_000])
+        return eid, True
+
+    def video_frames(self, entry_ids: Sequence[int]
+                     ) -> dict[int, list[tuple[int, int, str, float]]]:
+        """Frame hashes of video entries, in position order."""
+        out: dict[int, list[tuple[int, int, str, float]]] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(entry_ids), 500):
+                q = (select(HashVideoFrameRow.entry_id, HashVideoFrameRow.frame,
+                            HashVideoFrameRow.quality, HashVideoFrameRow.pdq,
+                            HashVideoFrameRow.timestamp)
+                     .where(HashVideoFrameRow.entry_id.in_(list(entry_ids[i : i + 500])))
+                     .order_by(HashVideoFrameRow.entry_id, HashVideoFrameRow.position))
+                for eid, f, qual, h, t in conn.execute(q):
+                    out.setdefault(int(eid), []).append((int(f), int(qual), h, float(t)))
+        return out
+
     def quarantine(self, entry_id: int, reason: str) -> None:
         with transaction(self._sessions) as s:
             s.execute(
@@ -338,6 +404,22 @@ class BankRepository:
             )
             for r in s.scalars(q):
                 yield r.signal_type, r.value, json.loads(r.meta or "{}"), r.id
+
+    def export_videos(self, bank_id: int) -> Iterator[
+            tuple[int, str, dict[str, str], list[tuple[int, int, str, float]]]]:
+        """Live video entries of a bank with their frames: (id, vpdq id, metadata, frames)."""
+        with self._sessions() as s:
+            rows = s.execute(
+                select(HashEntryRow.id, HashEntryRow.value, HashEntryRow.meta)
+                .where(HashEntryRow.bank_id == bank_id, HashEntryRow.signal_type == VPDQ,
+                       HashEntryRow.removed_at.is_(None))
+                .order_by(HashEntryRow.id)
+            ).all()
+        for i in range(0, len(rows), 200):
+            part = rows[i : i + 200]
+            frames = self.video_frames([r[0] for r in part])
+            for eid, value, meta in part:
+                yield int(eid), value, json.loads(meta or "{}"), frames.get(int(eid), [])
 
     def entry_meta(self, entry_ids: Sequence[int]) -> dict[int, dict[str, str]]:
         if not entry_ids:

@@ -32,12 +32,15 @@ import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from childguard.errors import ContentTooLarge, InvalidContent, UnsupportedMedia
 from childguard.hashing.hashers import MD5, SHA256, exact_hashes, pdq_bits_to_hex
+
+if TYPE_CHECKING:
+    from childguard.settings import LimitsSettings
 
 #: containers we accept (PyAV format names as FFmpeg reports them)
 ALLOWED_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")
@@ -52,6 +55,14 @@ class VideoLimits:
     max_duration_s: float = 15 * 60.0
     max_frame_pixels: int = 3840 * 2160
     max_hashed_frames: int = 3600
+
+
+def video_limits(limits: LimitsSettings) -> VideoLimits:
+    """`VideoLimits` from the settings' `limits` section (`LimitsSettings`)."""
+    return VideoLimits(max_bytes=limits.max_video_bytes,
+                       max_duration_s=limits.max_video_duration_s,
+                       max_frame_pixels=limits.max_video_frame_pixels,
+                       max_hashed_frames=limits.max_video_hashed_frames)
 
 
 @dataclass(frozen=True)
