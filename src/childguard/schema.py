@@ -114,6 +114,8 @@ class ContentItem(Frozen):
     image_ref: str | None = Field(
         default=None, max_length=2048, description="media id of an image already stored"
     )
+    video: Base64Bytes | None = Field(
+        default=None, description="video bytes (mp4, mov, webm); base64 in JSON")
     context: tuple[Message, ...] = Field(default=(), description="earlier messages, oldest first")
     source: str | None = Field(default=None, max_length=128)
     external_id: str | None = Field(default=None, max_length=256)
@@ -122,10 +124,13 @@ class ContentItem(Frozen):
 
     @model_validator(mode="after")
     def _has_content(self) -> ContentItem:
-        if not (self.text or self.image or self.image_ref):
+        if not (self.text or self.image or self.image_ref or self.video):
             raise ValueError(
-                "missing content: give 'text', 'image' (base64) or 'image_ref'; received none"
+                "missing content: give 'text', 'image' (base64), 'image_ref' or 'video'; "
+                "received none"
             )
+        if self.video is not None and (self.image is not None or self.image_ref is not None):
+            raise ValueError("give an image or a video, not both (send two items)")
         return self
 
     @property

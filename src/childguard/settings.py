@@ -53,6 +53,9 @@ class LimitsSettings(_Section):
     max_video_duration_s: float = Field(default=900.0, gt=0)
     max_video_frame_pixels: int = Field(default=3840 * 2160, gt=0)
     max_video_hashed_frames: int = Field(default=3600, gt=0)
+    max_video_keyframes: int = Field(
+        default=8, ge=1, description="keyframes of a video (scene changes, spread over its "
+        "length) that go through the image signals and OCR")
 
 
 class HashingSettings(_Section):

@@ -127,6 +127,9 @@ class _TextOnlyHashes:
     def check(self, data: bytes) -> Any:
         raise RuntimeError("evaluation sets are text-only; no hash banks are loaded")
 
+    def check_video(self, video: Any) -> Any:
+        raise RuntimeError("evaluation sets are text-only; no hash banks are loaded")
+
 
 def build_text_pipeline(settings: Settings, policy: Policy, *, judge: bool = True,
                         judge_model: Any = None) -> Any:

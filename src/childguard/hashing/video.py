@@ -76,8 +76,23 @@ class FrameHash:
 
 
 @dataclass(frozen=True)
+class Keyframe:
+    """A frame kept for the image signals: its time, frame number and picture (RGB, at most
+    `KEYFRAME_SIDE` pixels a side)."""
+
+    timestamp: float
+    frame: int
+    image: Any = field(repr=False, compare=False)
+
+
+#: keyframes are shrunk to this many pixels on their longer side (detectors, CLIP and OCR read
+#: smaller inputs; text in a 720p frame stays legible)
+KEYFRAME_SIDE = 768
+
+
+@dataclass(frozen=True)
 class VideoHashes:
-    """A video's exact hashes and its vPDQ frame hashes."""
+    """A video's exact hashes, its vPDQ frame hashes and (when asked for) its keyframes."""
 
     md5: str
     sha256: str
@@ -86,6 +101,7 @@ class VideoHashes:
     width: int
     height: int
     decoded_frames: int
+    keyframes: tuple[Keyframe, ...] = field(default=(), repr=False, compare=False)
 
 
 def hamming_hex(a: str, b: str) -> int:
@@ -133,13 +149,19 @@ def crop_bars(rgb: np.ndarray, *, dark: float = 24.0) -> np.ndarray:
 
 def hash_video(data: bytes | Path, *, seconds_per_hash: float = 1.0,
                limits: VideoLimits | None = None, prune_distance: int = -1,
-               bars: bool = True) -> VideoHashes:
+               bars: bool = True, keyframes: int = 0, scene_distance: int = 48) -> VideoHashes:
     """Decode untrusted video bytes (or a file) and hash frames as vPDQ does.
 
     `seconds_per_hash` 0 hashes every frame. `prune_distance` >= 0 drops a frame within that
     many bits of the previous kept frame; -1 (the default, as vPDQ) keeps every sampled
     frame. `bars` (default on; off reproduces Meta's hashes exactly) crops letterbox bars
-    before hashing, so a letterboxed copy matches the original (vPDQ alone does not)."""
+    before hashing, so a letterboxed copy matches the original (vPDQ alone does not).
+
+    `keyframes` > 0 also keeps up to that many pictures for the image signals: scene changes
+    among the sampled frames (PDQ farther than `scene_distance` bits from every kept scene,
+    quality >= 50), spread over the whole video (candidates are thinned by halves as they
+    accumulate, then taken evenly), so a run of benign scenes at the start cannot push the
+    rest out."""
     import av
     import pdqhash
 
@@ -150,20 +172,12 @@ def hash_video(data: bytes | Path, *, seconds_per_hash: float = 1.0,
     try:
         exact = exact_hashes(data.read_bytes() if isinstance(data, Path) else data)
         stream = container.streams.video[0]
-        width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
-        if width <= 0 or height <= 0:
-            raise InvalidContent(f"video stream has invalid frame size {width}x{height}")
-        if width * height > limits.max_frame_pixels:
-            raise ContentTooLarge(f"video frames are {width}x{height} = {width * height} "
-                                  f"pixels; at most {limits.max_frame_pixels} are allowed")
-        duration = _duration(container, stream)
-        if duration is not None and duration > limits.max_duration_s:
-            raise ContentTooLarge(f"video is {duration:.1f} s long; at most "
-                                  f"{limits.max_duration_s:.0f} s are allowed")
+        width, height, duration = _check_stream(container, stream, limits)
         stream.thread_type = "AUTO"
         # vPDQ's sampling: every frame_mod-th decoded frame, frame_mod = seconds x frame rate
         frame_mod = max(1, int(seconds_per_hash * _fps(stream)))
         frames: list[FrameHash] = []
+        scenes = _Scenes(keyframes, scene_distance)
         decoded = 0
         last_t = 0.0
         try:
@@ -183,6 +197,7 @@ def hash_video(data: bytes | Path, *, seconds_per_hash: float = 1.0,
                 bits, quality = pdqhash.compute(crop_bars(rgb) if bars else rgb)
                 frames.append(FrameHash(decoded, int(quality), pdq_bits_to_hex(bits),
                                         round(t, 3)))
+                scenes.offer(frames[-1], rgb)
                 if len(frames) > limits.max_hashed_frames:
                     raise ContentTooLarge(
                         f"video yields more than {limits.max_hashed_frames} hashed frames; "
@@ -199,7 +214,65 @@ def hash_video(data: bytes | Path, *, seconds_per_hash: float = 1.0,
         return VideoHashes(md5=exact[MD5], sha256=exact[SHA256],
                            frames=tuple(prune(frames, prune_distance)),
                            duration_s=round(duration if duration is not None else last_t, 3),
-                           width=width, height=height, decoded_frames=decoded + 1)
+                           width=width, height=height, decoded_frames=decoded + 1,
+                           keyframes=scenes.pick())
+    finally:
+        container.close()
+
+
+class _Scenes:
+    """Keyframe candidates while decoding: a sampled frame of quality >= 50 whose PDQ is
+    farther than `distance` bits from every candidate so far; more than 4 x `n` candidates
+    are halved (every other one dropped), and `pick` takes `n` evenly spaced."""
+
+    def __init__(self, n: int, distance: int) -> None:
+        self.n, self.distance = n, distance
+        self.kept: list[Keyframe] = []
+        self.hashes: list[str] = []  # PDQ of each kept candidate
+
+    def offer(self, f: FrameHash, rgb: np.ndarray) -> None:
+        if self.n <= 0 or f.quality < 50:
+            return
+        if any(hamming_hex(f.pdq, h) <= self.distance for h in self.hashes):
+            return
+        from PIL import Image
+
+        img = Image.fromarray(rgb)
+        img.thumbnail((KEYFRAME_SIDE, KEYFRAME_SIDE))
+        self.kept.append(Keyframe(f.timestamp, f.frame, img))
+        self.hashes.append(f.pdq)
+        if len(self.kept) > 4 * self.n:
+            self.kept, self.hashes = self.kept[::2], self.hashes[::2]
+
+    def pick(self) -> tuple[Keyframe, ...]:
+        if len(self.kept) <= self.n:
+            return tuple(self.kept)
+        idx = np.linspace(0, len(self.kept) - 1, self.n).round().astype(int)
+        return tuple(self.kept[i] for i in dict.fromkeys(idx.tolist()))
+
+
+def _check_stream(container: Any, stream: Any, limits: VideoLimits
+                  ) -> tuple[int, int, float | None]:
+    """Frame size and duration from the headers, against the limits."""
+    width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+    if width <= 0 or height <= 0:
+        raise InvalidContent(f"video stream has invalid frame size {width}x{height}")
+    if width * height > limits.max_frame_pixels:
+        raise ContentTooLarge(f"video frames are {width}x{height} = {width * height} "
+                              f"pixels; at most {limits.max_frame_pixels} are allowed")
+    duration = _duration(container, stream)
+    if duration is not None and duration > limits.max_duration_s:
+        raise ContentTooLarge(f"video is {duration:.1f} s long; at most "
+                              f"{limits.max_duration_s:.0f} s are allowed")
+    return width, height, duration
+
+
+def probe_video(data: bytes, limits: VideoLimits) -> None:
+    """Header-level checks without decoding a frame: size, container, a video stream, frame
+    size, duration. Raises the same typed errors as `hash_video`."""
+    container = _open(data, limits)
+    try:
+        _check_stream(container, container.streams.video[0], limits)
     finally:
         container.close()
 

@@ -311,8 +311,19 @@ class Decider:
         known = code is not None and code in self.policy.spec.codes
         if known and code is not None:
             report = self.policy.spec.category(code).report
-        where = f"bank '{m.bank}' ({m.signal_type}, distance {m.distance}, entry {m.entry_id})"
-        rationale = f"block: the image matched hash {where}"
+        if m.video is not None:
+            segs = ", ".join(f"{g.query_start:.0f}-{g.query_end:.0f} s ~ bank "
+                             f"{g.target_start:.0f}-{g.target_end:.0f} s"
+                             for g in m.video.segments[:5])
+            where = (f"bank '{m.bank}' (vpdq, {m.video.query_match_pct:.0f}% of the video's "
+                     f"frames / {m.video.target_match_pct:.0f}% of the bank video's, entry "
+                     f"{m.entry_id}; segments {segs or 'none'})")
+            rationale = f"block: the video matched {where}"
+        else:
+            where = (f"bank '{m.bank}' ({m.signal_type}, distance {m.distance}, entry "
+                     f"{m.entry_id})")
+            media = "video" if item.video is not None else "image"
+            rationale = f"block: the {media} matched hash {where}"
         if code:
             rationale += f"; category {code}" + (" (reportable)" if report else "")
             if not known:

@@ -1,18 +1,21 @@
 """Ports: what the cascade needs of its collaborators, typed by use, not by implementation.
 
-Why: the pipeline reads three things of the hash service and two of a probe set; naming just
+Why: the pipeline reads a few things of the hash service and two of a probe set; naming just
 those lets tests pass small reference implementations and keeps `hashing/` and
 `models/probes.py` out of the cascade's imports.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from childguard.models.base import TextEmbedder
 from childguard.schema import HashMatch
+
+if TYPE_CHECKING:
+    from childguard.hashing.video import VideoHashes
 
 __all__ = ["HashCheckLike", "HashChecker", "ProbeModel", "embedder_keys", "probe_version"]
 
@@ -50,6 +53,8 @@ class HashChecker(Protocol):
     """What the pipeline needs of `childguard.hashing.service.HashService`."""
 
     def check(self, data: bytes) -> HashCheckLike: ...
+
+    def check_video(self, video: VideoHashes) -> HashCheckLike: ...
 
 
 def probe_version(probes: ProbeModel) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from childguard.content import check_text, decode_image
 from childguard.errors import ContentTooLarge, InvalidContent
+from childguard.hashing.video import hash_video, video_limits
 from childguard.pipeline.results import PreparedItem, ms_since
 from childguard.schema import ContentItem
 from childguard.settings import LimitsSettings
@@ -21,8 +22,11 @@ __all__ = ["prepare_item", "word_windows"]
 
 
 def prepare_item(item: ContentItem, limits: LimitsSettings, normalize: Callable[[str], str],
-                 media_loader: Callable[[str], bytes | None] | None = None) -> PreparedItem:
-    """Raises `UserError` for bad input; `media_loader` resolves an `image_ref`."""
+                 media_loader: Callable[[str], bytes | None] | None = None, *,
+                 video_seconds_per_hash: float = 1.0) -> PreparedItem:
+    """Raises `UserError` for bad input; `media_loader` resolves an `image_ref`. A video is
+    decoded here once: its vPDQ hashes (sampled every `video_seconds_per_hash` s) and up to
+    `limits.max_video_keyframes` keyframes travel on; its bytes do not."""
     t0 = time.perf_counter()
     text = check_text(item.text, limits) if item.text is not None else None
     if len(item.context) > limits.max_context_messages:
@@ -49,6 +53,10 @@ def prepare_item(item: ContentItem, limits: LimitsSettings, normalize: Callable[
         if image_bytes is None:
             raise InvalidContent(f"image_ref {item.image_ref!r} does not name a stored image")
     decoded = decode_image(image_bytes, limits) if image_bytes is not None else None
+    video = None
+    if item.video is not None:
+        video = hash_video(item.video, seconds_per_hash=video_seconds_per_hash,
+                           limits=video_limits(limits), keyframes=limits.max_video_keyframes)
     normalized = normalize(text) if text is not None else None
     return PreparedItem(
         item_id=item.id,
@@ -59,6 +67,7 @@ def prepare_item(item: ContentItem, limits: LimitsSettings, normalize: Callable[
         image=decoded.image if decoded else None,
         image_format=decoded.format if decoded else None,
         image_size=(decoded.width, decoded.height) if decoded else None,
+        video=video,
         external_id=item.external_id,
         source=item.source,
         prepare_ms=ms_since(t0),

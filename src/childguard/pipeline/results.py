@@ -15,6 +15,7 @@ from typing import ClassVar, TypeVar
 
 from PIL import Image
 
+from childguard.hashing.video import Keyframe, VideoHashes
 from childguard.models.base import JudgeOutput
 from childguard.pipeline.redaction import Redactor, describe_exception
 from childguard.rules import RuleHit
@@ -49,6 +50,8 @@ class PreparedItem:
     image: Image.Image | None = field(default=None, repr=False)
     image_format: str | None = None
     image_size: tuple[int, int] | None = None
+    #: a video item: its vPDQ and file hashes, and the keyframes the image signals read
+    video: VideoHashes | None = field(default=None, repr=False)
     external_id: str | None = None
     source: str | None = None
     prepare_ms: float = 0.0
@@ -59,7 +62,12 @@ class PreparedItem:
 
     @property
     def has_image(self) -> bool:
-        return self.image is not None
+        """An image, or a video with keyframes (the image signals read both alike)."""
+        return self.image is not None or bool(self.keyframes)
+
+    @property
+    def keyframes(self) -> tuple[Keyframe, ...]:
+        return self.video.keyframes if self.video is not None else ()
 
     def redactor(self) -> Redactor:
         return Redactor([self.text, self.normalized, *(m.text for m in self.context)])

@@ -117,6 +117,7 @@ class Pipeline:
         )
         #: also score half-overlapping windows of this many words of a longer message
         self.probe_window_words = settings.models.probe_window_words
+        self.video_seconds_per_hash = settings.hashing.video_seconds_per_hash
         self.unavailable: dict[str, str] = dict(unavailable or {})
         if image_embedder is None and "clip" not in self.unavailable:
             self.unavailable["clip"] = UNAVAILABLE
@@ -208,29 +209,38 @@ class Pipeline:
     # -- stage 0: prepare --------------------------------------------------------------------
     def prepare(self, item: ContentItem) -> PreparedItem:
         """Input checks, image decode, text normalisation. Raises `UserError` for bad input."""
-        return prepare_item(item, self.limits, self.normalize, self.media_loader)
+        return prepare_item(item, self.limits, self.normalize, self.media_loader,
+                            video_seconds_per_hash=self.video_seconds_per_hash)
 
     # -- stage 1: hash match -----------------------------------------------------------------
     def hash_stage(self, item: PreparedItem) -> HashResult:
-        """Match the image against the hash banks. Never raises."""
-        if item.image_bytes is None:
-            return HashResult(status=Status.SKIPPED, note="no image")
+        """Match the image or video against the hash banks. Never raises."""
+        if item.image_bytes is None and item.video is None:
+            return HashResult(status=Status.SKIPPED, note="no image or video")
         if self.hashes is None:
             return HashResult(status=Status.SKIPPED, note="no hash banks configured")
         t0 = time.perf_counter()
         try:
             with self._model_lock["hash"]:
-                check = self.hashes.check(item.image_bytes)
+                if item.video is not None:
+                    check = self.hashes.check_video(item.video)
+                    hashes = {f"video_{k}": v for k, v in check.hashes.items()}
+                    hashes["vpdq_frames"] = str(len(item.video.frames))
+                    version = "vpdq+md5+sha256"
+                else:
+                    assert item.image_bytes is not None
+                    check = self.hashes.check(item.image_bytes)
+                    hashes, version = dict(check.hashes), "pdq+md5+sha256"
             return HashResult(
                 matches=tuple(check.matches),
                 decisive=check.decisive,
                 suppressed=tuple(check.suppressed),
-                hashes=dict(check.hashes),
+                hashes=hashes,
                 pdq_quality=check.pdq_quality,
                 pdq_used=check.pdq_used,
                 note=check.note,
                 elapsed_ms=ms_since(t0),
-                versions={"hashing": "pdq+md5+sha256"},
+                versions={"hashing": version},
             )
         except Exception as exc:
             return stage_exception(HashResult, item, exc, t0)
@@ -274,8 +284,10 @@ class Pipeline:
                     texts.append((idx, "conversation", joined))
             if item.image is not None:
                 self._image_signals(item.image, state)
-                if state["ocr"]:
-                    texts.append((idx, "ocr", self.normalize(state["ocr"])))
+            elif item.keyframes:
+                self._keyframe_signals(item, state)
+            if state["ocr"]:
+                texts.append((idx, "ocr", self.normalize(state["ocr"])))
             state["rules"] = self._rule_signals(item, state)
         text_covered: set[int] = set()
         if texts and self.text_embedder is not None:
@@ -332,6 +344,28 @@ class Pipeline:
                 detail={"floor": h.floor, "where": h.where, "lists": ",".join(h.lists)},
             ))
         return hits
+
+    def _keyframe_signals(self, item: PreparedItem, state: dict[str, Any]) -> None:
+        """A video's keyframes through the image signals, one after another: every signal
+        names its frame (`detail.frame_s`), category scores keep each frame's highest, OCR
+        text of the frames is joined (distinct lines, in time order) for the probes, rules and
+        judge. The verdict's signals thus say which frames drove it."""
+        ocr_parts: list[str] = []
+        for kf in item.keyframes:
+            frame_state: dict[str, Any] = {
+                "signals": [], "probe": state["probe"], "ocr": None,
+                "versions": state["versions"], "image_covered": False,
+            }
+            self._image_signals(kf.image, frame_state)
+            state["image_covered"] = state["image_covered"] or frame_state["image_covered"]
+            for sig in frame_state["signals"]:
+                state["signals"].append(sig.model_copy(
+                    update={"detail": {**sig.detail, "frame_s": kf.timestamp}}))
+            if frame_state["ocr"] and frame_state["ocr"] not in ocr_parts:
+                ocr_parts.append(frame_state["ocr"])
+        if ocr_parts:
+            state["ocr"] = check_text("\n".join(ocr_parts)[: self.limits.max_text_chars],
+                                      self.limits, field="ocr text")
 
     def _image_signals(self, image: Image.Image, state: dict[str, Any]) -> None:
         signals: list[Signal] = state["signals"]

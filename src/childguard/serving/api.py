@@ -113,6 +113,11 @@ class ClassifyRequest(BaseModel):
         description="image bytes, base64 (standard alphabet, padded); JPEG, PNG, WebP, GIF, "
         "BMP or TIFF",
     )
+    video: str | None = Field(
+        default=None,
+        description="video bytes, base64 (standard alphabet, padded); mp4, mov or webm. Large "
+        "videos: upload with multipart/form-data",
+    )
     context: list[ContextMessage] = Field(
         default_factory=list, description="earlier messages of the conversation, oldest first"
     )
@@ -174,6 +179,7 @@ MULTIPART_FIELDS: dict[str, str] = {
     "id": "item id to use (default: a new random id)",
     "text": "the message text",
     "image": "the image file",
+    "video": "the video file (mp4, mov, webm)",
     "context": "JSON array of {author, text, sent_at}",
     "source": "calling product/surface",
     "external_id": "the caller's own id",
@@ -187,6 +193,8 @@ def _multipart_schema() -> dict[str, Any]:
         name: {"type": "string", "description": desc} for name, desc in MULTIPART_FIELDS.items()
     }
     props["image"] = {"type": "string", "format": "binary", "description": "the image file"}
+    props["video"] = {"type": "string", "format": "binary",
+                      "description": "the video file (mp4, mov, webm)"}
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
@@ -259,23 +267,39 @@ def sniff_image(data: bytes, limits: LimitsSettings, field: str = "image") -> st
     return fmt
 
 
+def sniff_video(data: bytes, limits: LimitsSettings) -> None:
+    """Container-level checks (size, container, a video stream, frame size, duration) before
+    any frame is decoded; the pipeline's decode enforces the frame limits while it reads."""
+    from childguard.hashing.video import probe_video, video_limits
+
+    probe_video(data, video_limits(limits))
+
+
 def to_item(
-    req: ClassifyRequest, limits: LimitsSettings, image: bytes | None = None
+    req: ClassifyRequest, limits: LimitsSettings, image: bytes | None = None,
+    video: bytes | None = None,
 ) -> ContentItem:
     """Check a request against the limits and build the ContentItem."""
     if image is None and req.image is not None:
         image = _b64decode(req.image, "image")
+    if video is None and req.video is not None:
+        video = _b64decode(req.video, "video")
+    if image is not None and video is not None:
+        raise InvalidContent("give an image or a video, not both (send two items)")
     text = req.text
-    if text is not None and not text.strip() and image is not None:
-        text = None  # an image with an empty caption is an image item
-    if text is None and image is None:
+    if text is not None and not text.strip() and (image is not None or video is not None):
+        text = None  # media with an empty caption is a media item
+    if text is None and image is None and video is None:
         raise InvalidContent(
-            "missing content: give 'text', 'image' or both; received neither"
+            "missing content: give 'text', 'image', 'video', or text with one of them; "
+            "received none"
         )
     if text is not None:
         text = check_text(text, limits, "text")
     if image is not None:
         sniff_image(image, limits)
+    if video is not None:
+        sniff_video(video, limits)
     if len(req.context) > limits.max_context_messages:
         raise ContentTooLarge(
             f"context has {len(req.context)} messages; at most {limits.max_context_messages} "
@@ -288,6 +312,7 @@ def to_item(
         **ids,
         text=text,
         image=image,
+        video=video,
         context=tuple(req.context),
         source=req.source,
         external_id=req.external_id,
@@ -686,27 +711,28 @@ async def _read_classify_request(request: Request, limits: LimitsSettings) -> Co
 async def _read_multipart(request: Request, limits: LimitsSettings) -> ContentItem:
     form = await request.form(max_files=1, max_fields=len(MULTIPART_FIELDS) + 1)
     fields: dict[str, Any] = {}
-    image: bytes | None = None
+    media: dict[str, bytes] = {}  # 'image' / 'video'
+    caps = {"image": limits.max_image_bytes, "video": limits.max_video_bytes}
     try:
         for key, value in form.multi_items():
             if key not in MULTIPART_FIELDS:
                 raise InvalidContent(
                     f"unknown form field '{key[:64]}'; allowed: {', '.join(MULTIPART_FIELDS)}"
                 )
-            if key in fields or (key == "image" and image is not None):
+            if key in fields or key in media:
                 raise InvalidContent(f"form field '{key}' given more than once")
             if isinstance(value, UploadFile):
-                if key != "image":
+                if key not in caps:
                     raise InvalidContent(f"form field '{key}' must be text, received a file")
-                data = await value.read(limits.max_image_bytes + 1)
-                if len(data) > limits.max_image_bytes:
+                data = await value.read(caps[key] + 1)
+                if len(data) > caps[key]:
                     raise ContentTooLarge(
-                        f"image is more than {limits.max_image_bytes} bytes; at most "
-                        f"{limits.max_image_bytes} bytes are allowed"
+                        f"{key} is more than {caps[key]} bytes; at most {caps[key]} bytes are "
+                        "allowed"
                     )
-                image = data
-            elif key == "image":
-                image = _b64decode(value, "image")  # a base64 text field is accepted too
+                media[key] = data
+            elif key in caps:
+                media[key] = _b64decode(value, key)  # a base64 text field is accepted too
             elif key in ("context", "metadata"):
                 try:
                     fields[key] = json.loads(value)
@@ -723,4 +749,4 @@ async def _read_multipart(request: Request, limits: LimitsSettings) -> ContentIt
         req = ClassifyRequest.model_validate(fields)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from exc
-    return to_item(req, limits, image=image)
+    return to_item(req, limits, image=media.get("image"), video=media.get("video"))
