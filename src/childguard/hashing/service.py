@@ -60,7 +60,15 @@ from childguard.hashing.store import (
     EntryRecord,
     NewEntry,
 )
-from childguard.hashing.video import FrameHash, VideoHashes, VideoIndex, VideoMatch, format_vpdq
+from childguard.hashing.video import (
+    FrameHash,
+    VideoHashes,
+    VideoIndex,
+    VideoMatch,
+    format_vpdq,
+    hash_video,
+    video_limits,
+)
 from childguard.schema import HashMatch, Severity, VideoMatchInfo, VideoSegment
 from childguard.settings import HashingSettings, LimitsSettings, Settings
 
@@ -381,7 +389,7 @@ class HashService:
             raise UserError("a video entry needs at least one frame hash")
         info = self.bank(bank)
         meta = {"media": "video", **(metadata or {})}
-        value = hashlib.sha256(format_vpdq(frames).encode()).hexdigest()
+        value = video_entry_id(frames)
         eid, created = self.repo.add_video(
             info.id, value, [(f.frame, f.quality, f.pdq, f.timestamp) for f in frames], meta,
             added_by=added_by)
@@ -396,6 +404,24 @@ class HashService:
                                   added_by=added_by)
             ids += [str(i) for i in res.ids]
         return ids
+
+    def hash_video_bytes(self, data: bytes, *, keyframes: int = 0) -> VideoHashes:
+        """Decode and hash a video as the pipeline does (settings' sampling and limits)."""
+        return hash_video(data, seconds_per_hash=self.settings.video_seconds_per_hash,
+                          limits=video_limits(self.limits), keyframes=keyframes)
+
+    def add_video_bytes(self, bank: str, data: bytes, *, added_by: str,
+                        metadata: dict[str, str] | None = None) -> list[str]:
+        """Hash a video into a bank (vPDQ entry + file MD5 / SHA-256); returns entry ids."""
+        return self.add_video(bank, self.hash_video_bytes(data), added_by=added_by,
+                              metadata=metadata)
+
+    def remove_video_bytes(self, bank: str, data: bytes, *, removed_by: str) -> int:
+        """Tombstone what a video contributed to a bank; returns how many entries."""
+        v = self.hash_video_bytes(data)
+        value = video_entry_id(v.frames)
+        return self.remove_hashes(bank, [(VPDQ, value), (MD5, v.md5), (SHA256, v.sha256)],
+                                  removed_by=removed_by)
 
     def _index_new(self, records: list[EntryRecord]) -> None:
         with self._lock:
@@ -590,6 +616,12 @@ class HashService:
     def entry_metadata(self, entry_ids: Sequence[str | int]) -> dict[str, dict[str, str]]:
         meta = self.repo.entry_meta([int(e) for e in entry_ids])
         return {str(k): v for k, v in meta.items()}
+
+
+def video_entry_id(frames: Sequence[FrameHash]) -> str:
+    """A video entry's value: SHA-256 of its frames in Meta's text format (the same frames
+    imported twice are one entry)."""
+    return hashlib.sha256(format_vpdq(frames).encode()).hexdigest()
 
 
 def _normalize_entry(signal_type: str, value: str) -> str:

@@ -251,6 +251,30 @@ class _Scenes:
         return tuple(self.kept[i] for i in dict.fromkeys(idx.tolist()))
 
 
+def keyframe_sheet(keyframes: Sequence[Keyframe], *, tile: int = 320, quality: int = 80
+                   ) -> bytes:
+    """The keyframes as one JPEG contact sheet (up to 4 a row, each labelled with its time),
+    so the review screen shows a video as one image: blurred and greyscale like any other,
+    no playback, no audio."""
+    from PIL import Image, ImageDraw
+
+    if not keyframes:
+        raise InvalidContent("a video without keyframes has no contact sheet")
+    cols = min(4, len(keyframes))
+    rows = -(-len(keyframes) // cols)
+    sheet = Image.new("RGB", (cols * tile, rows * (tile + 20)), (40, 40, 40))
+    draw = ImageDraw.Draw(sheet)
+    for i, kf in enumerate(keyframes):
+        img = kf.image.convert("RGB")
+        img.thumbnail((tile, tile))
+        x, y = (i % cols) * tile, (i // cols) * (tile + 20)
+        sheet.paste(img, (x + (tile - img.width) // 2, y + 20 + (tile - img.height) // 2))
+        draw.text((x + 4, y + 4), f"{kf.timestamp:.1f} s", fill=(230, 230, 230))
+    out = io.BytesIO()
+    sheet.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
 def _check_stream(container: Any, stream: Any, limits: VideoLimits
                   ) -> tuple[int, int, float | None]:
     """Frame size and duration from the headers, against the limits."""

@@ -186,6 +186,21 @@ def model_summary(verdict: Verdict) -> str:
     ]
     if verdict.hash_matches:
         lines.append("Hash matches: " + ", ".join(sorted({m.bank for m in verdict.hash_matches})))
+    for m in verdict.hash_matches:
+        if m.video is not None:  # a video hit held back (quarantined / allowlisted): where
+            segs = ", ".join(f"{g.query_start:.0f}-{g.query_end:.0f} s"
+                             for g in m.video.segments[:5])
+            lines.append(f"Video match in {m.bank}: {m.video.query_match_pct:.0f}% / "
+                         f"{m.video.target_match_pct:.0f}% of frames; segments {segs or 'none'}")
+    at = {id(s): t for s in verdict.signals
+          if isinstance(t := s.detail.get("frame_s"), int | float)}
+    if at:
+        # the sheet's tiles are labelled with these times
+        top = sorted((s for s in verdict.signals if s.score is not None and id(s) in at),
+                     key=lambda s: -(s.score or 0.0))[:3]
+        lines.append(f"Video keyframes at {', '.join(f'{t:.1f}' for t in sorted(set(at.values())))}"
+                     " s; highest: " + (", ".join(f"{s.name} {s.score or 0.0:.2f} at "
+                                                  f"{at[id(s)]:.1f} s" for s in top) or "none"))
     rules = [s for s in verdict.signals if s.name.startswith("rule.")]
     if rules:
         # the policy authors' rules that fired, by id (never the matched words)

@@ -13,7 +13,8 @@ decision is recorded the same way whichever comes first, and exactly once:
 
 Escalation learnings flow upstream: a confirmed block of an image adds its hashes to the
 `review-confirmed` bank (a re-upload then matches at once, without models); an overturn (block
--> allow) removes them again.
+-> allow) removes them again. A video adds its vPDQ entry and file hashes (its edits then
+match too).
 """
 
 from __future__ import annotations
@@ -247,26 +248,33 @@ class DecisionService:
         if blocked_now == blocked_before:
             return
         try:
-            media = self.store.get_media(str(media_id))
+            # a video item's review image is its keyframe sheet; the bank gets the video
+            video_id = next((mid for mid, mime in self.store.item_media(decision.item_id)
+                             if mime.startswith("video/")), None)
+            media = self.store.get_media(str(video_id or media_id))
             if media is None:
                 self.store.append_audit(ACTOR, "review.bank_skipped", decision.item_id,
                                         {"reason": "media purged", "revision": decision.revision})
                 return
             hashes = self._hash_service()
+            kind = "video" if video_id else "image"
             if blocked_now:
                 hashes.ensure_bank(REVIEW_BANK, severity=Severity.HIGH, source="review",
                                    added_by=ACTOR)
-                entries = hashes.add_bytes(
+                add = hashes.add_video_bytes if video_id else hashes.add_bytes
+                entries = add(
                     REVIEW_BANK, media[0], added_by=f"reviewer:{decision.reviewer}",
                     metadata={"item_id": decision.item_id,
                               "revision": str(decision.revision),
                               "categories": ",".join(decision.categories)},
                 )
                 self.store.append_audit(ACTOR, "review.bank_added", decision.item_id,
-                                        {"bank": REVIEW_BANK, "entries": len(entries)})
+                                        {"bank": REVIEW_BANK, "entries": len(entries),
+                                         "media": kind})
             else:
-                removed = hashes.remove_bytes(REVIEW_BANK, media[0],
-                                              removed_by=f"reviewer:{decision.reviewer}")
+                remove = hashes.remove_video_bytes if video_id else hashes.remove_bytes
+                removed = remove(REVIEW_BANK, media[0],
+                                 removed_by=f"reviewer:{decision.reviewer}")
                 self.store.append_audit(ACTOR, "review.bank_removed", decision.item_id,
                                         {"bank": REVIEW_BANK, "entries": removed})
         except Exception as exc:  # the decision stands; the bank can be fixed by hand

@@ -35,6 +35,8 @@ class ReviewStore(Protocol):
 
     def get_media(self, media_id: str) -> tuple[bytes, str] | None: ...
 
+    def item_media(self, item_id: str) -> list[tuple[str, str]]: ...
+
 
 def outbox_id(row: Any) -> Any:
     for name in ("outbox_id", "id"):

@@ -44,7 +44,7 @@ from childguard.errors import (
     UnsupportedMedia,
     UserError,
 )
-from childguard.schema import ContentItem, JsonScalar, Verdict
+from childguard.schema import ContentItem, Decision, JsonScalar, Verdict
 from childguard.schema import Message as ContextMessage
 from childguard.serving.metrics import ApiMetrics
 from childguard.settings import LimitsSettings, Settings
@@ -523,7 +523,8 @@ def create_api(settings: Settings, store: Any, backend: ClassifyBackend) -> Fast
                 )
             out.append(verdict)
         try:
-            await run_in_threadpool(_save_all, store, items, out, actor)
+            await run_in_threadpool(_save_all, store, items, out, actor, settings.limits,
+                                    settings.hashing.video_seconds_per_hash)
         except ChildguardError:
             raise
         except Exception as exc:
@@ -657,11 +658,36 @@ def create_api(settings: Settings, store: Any, backend: ClassifyBackend) -> Fast
 
 
 def _save_all(
-    store: Any, items: Sequence[ContentItem], verdicts: Sequence[Verdict], actor: str
+    store: Any, items: Sequence[ContentItem], verdicts: Sequence[Verdict], actor: str,
+    limits: LimitsSettings, video_seconds_per_hash: float,
 ) -> None:
     for item, verdict in zip(items, verdicts, strict=True):
         # the hash stage's hashes go with the item: the store does not hash the image again
-        store.save_verdict(item, verdict, actor=actor, hashes=verdict.image_hashes() or None)
+        store.save_verdict(item, verdict, actor=actor, hashes=verdict.image_hashes() or None,
+                           review_media=_video_review_media(item, verdict, limits,
+                                                            video_seconds_per_hash))
+
+
+def _video_review_media(item: ContentItem, verdict: Verdict, limits: LimitsSettings,
+                        seconds_per_hash: float) -> list[tuple[bytes, str]]:
+    """For a video sent to review: its keyframe sheet (what the reviewer sees, blurred and
+    greyscale like any image) and the video (read back only for the review-confirmed bank).
+    Decoded again here, for review items only: the pipeline's keyframes do not travel back."""
+    if item.video is None or verdict.decision is not Decision.REVIEW:
+        return []
+    from childguard.hashing.video import hash_video, keyframe_sheet, video_limits
+    from childguard.store.media import sniff_video_mime
+
+    out: list[tuple[bytes, str]] = []
+    try:
+        v = hash_video(item.video, seconds_per_hash=seconds_per_hash,
+                       limits=video_limits(limits), keyframes=limits.max_video_keyframes)
+        if v.keyframes:
+            out.append((keyframe_sheet(v.keyframes), "image/jpeg"))
+    except ChildguardError as exc:  # the reviewer still gets the item, its text and signals
+        log.warning("review: no keyframe sheet for item %s: %s", item.id, type(exc).__name__)
+    out.append((item.video, sniff_video_mime(item.video)))
+    return out
 
 
 def _store_ready(store: Any) -> str:

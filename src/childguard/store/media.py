@@ -22,7 +22,20 @@ from childguard.errors import NotFound, UserError
 #: the image types the review screen shows; anything else is stored as octet-stream
 ALLOWED_MIME = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp",
                           "image/tiff", "application/octet-stream",
-                          "application/vnd.childguard.review-content+json"})
+                          "application/vnd.childguard.review-content+json",
+                          # a video kept for review: never served to the review screen (its
+                          # keyframe sheet is); read back for the review-confirmed bank
+                          "video/mp4", "video/quicktime", "video/webm"})
+
+
+def sniff_video_mime(data: bytes) -> str:
+    """The video type from magic bytes: ISO BMFF ('ftyp', QuickTime brand 'qt  ') or
+    Matroska/WebM (EBML header)."""
+    if data[4:8] == b"ftyp":
+        return "video/quicktime" if data[8:12] == b"qt  " else "video/mp4"
+    if data.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm"
+    return "application/octet-stream"
 
 
 def new_media_id() -> str:

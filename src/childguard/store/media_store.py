@@ -81,6 +81,14 @@ class MediaStore(StoreCore):
         data = self._media_area().read(media_id)
         return None if data is None else (data, mime)
 
+    def item_media(self, item_id: str) -> list[tuple[str, str]]:
+        """(media id, mime) of an item's retained review media, oldest first."""
+        with self._sessions() as s:
+            rows = s.execute(select(MediaRow.id, MediaRow.mime)
+                             .where(MediaRow.item_id == item_id, MediaRow.purged_at.is_(None))
+                             .order_by(MediaRow.created_at)).all()
+        return [(str(i), str(m)) for i, m in rows]
+
     def review_content(self, item_id: str, now: datetime | None = None) -> dict[str, Any] | None:
         """The text and context kept for the reviewer ({"text", "context": [{author, text,
         sent_at}]}), or None when the item had none, or once it expired or was purged."""

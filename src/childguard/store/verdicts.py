@@ -10,7 +10,7 @@ and makes the latest decision the item's final verdict.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,7 +35,7 @@ from childguard.store.core import (
     TRAINING_CONTENT_MIME,
     sha256_hex,
 )
-from childguard.store.media import new_media_id
+from childguard.store.media import new_media_id, normalise_mime
 from childguard.store.media_store import sniff_image_mime
 from childguard.store.models import (
     ItemRow,
@@ -77,7 +77,8 @@ class VerdictStore(OutboxStore, TrainingStore):
     """Verdicts (model and review), review decisions, item info (ids and hashes only)."""
 
     def save_verdict(self, item: ContentItem, verdict: Verdict, *, actor: str,
-                     hashes: dict[str, str] | None = None) -> None:
+                     hashes: dict[str, str] | None = None,
+                     review_media: Sequence[tuple[bytes, str]] = ()) -> None:
         """Item row + verdict + audit event (+ outbox row and review media) in one transaction.
 
         For an item sent to review, the reviewer must see it: its image and its text (with the
@@ -85,7 +86,10 @@ class VerdictStore(OutboxStore, TrainingStore):
         the final decision (`review_content`, `get_media`). Database rows keep hashes only.
         `hashes` (optional) adds hashes computed elsewhere: the hash stage's (`image_md5`,
         `image_sha256`, `pdq`, `Verdict.image_hashes()`), which are used as given instead of
-        hashing the image again.
+        hashing the image again. `review_media` ((bytes, mime) pairs) is more for the reviewer
+        of an item sent to review, in the same transaction: a video's keyframe sheet (the
+        first image becomes the item's review image) and the video itself (kept for the
+        review-confirmed bank, never served); all of it follows the review purge.
         """
         if verdict.item_id != item.id:
             raise UserError(f"verdict is for item {verdict.item_id!r} but the item is {item.id!r}")
@@ -99,6 +103,11 @@ class VerdictStore(OutboxStore, TrainingStore):
                 media_id = new_media_id()
                 self._media_area().write(media_id, item.image)
                 written.append(media_id)
+            extra_media: list[tuple[str, bytes, str]] = []
+            for data, mime in (review_media if needs_review else ()):
+                extra_media.append((new_media_id(), data, normalise_mime(mime)))
+                self._media_area().write(extra_media[-1][0], data)
+                written.append(extra_media[-1][0])
             if needs_review and (item.text or item.context):
                 content_id = new_media_id()
                 content_blob = audit_log.canonical_json({
@@ -121,7 +130,12 @@ class VerdictStore(OutboxStore, TrainingStore):
                                    sha256=row.image_sha256 or sha256_hex(item.image),
                                    created_at=utcnow()))
                     row.media_id = media_id
-                elif needs_review and item.image_ref and row.media_id is None:
+                for mid, data, mime in extra_media:
+                    s.add(MediaRow(id=mid, item_id=item.id, mime=mime, size=len(data),
+                                   sha256=sha256_hex(data), created_at=utcnow()))
+                    if row.media_id is None and mime.startswith("image/"):
+                        row.media_id = mid
+                if needs_review and item.image_ref and row.media_id is None:
                     ref = s.get(MediaRow, item.image_ref)
                     if ref is not None and ref.purged_at is None:
                         row.media_id = ref.id

@@ -136,6 +136,13 @@ def test_an_unknown_video_goes_through_keyframes(api) -> None:
     hit = next(s for s in v["signals"] if s["name"] == "hash")
     assert hit["detail"]["matches"] == 0
     assert v["decision"] in ("allow", "review", "block") and v["status"] == "ok"
+    # the reviewer's summary names the keyframes (the sheet's tiles carry the same times)
+    from childguard.review_bridge.config import model_summary
+    from childguard.schema import Verdict
+
+    summary = model_summary(Verdict.model_validate(v))
+    assert "Video keyframes at" in summary
+    assert all(f"{t:.1f}" in summary for t in frames)
 
 
 def _bomb() -> bytes:
