@@ -440,8 +440,8 @@ class RayRunner:
     """The cascade's stage runner on Ray Serve: each stage is a call to its deployment,
     bounded by the stage timeout; a timeout or a failed replica becomes the stage's failed
     result (the cascade then decides review). Items travel without what a stage does not
-    read: the hash matcher gets the bytes and no decoded image, the others the decoded image
-    and no bytes."""
+    read: the hash matcher gets the bytes (a video: its frame hashes) and no decoded picture,
+    the others the decoded image or keyframes and no bytes."""
 
     def __init__(self, pipeline: Pipeline, handles: dict[str, Handle], timeout_s: float) -> None:
         self.pipeline = pipeline
@@ -456,10 +456,12 @@ class RayRunner:
         return list(await asyncio.gather(*(self._hash(it) for it in items)))
 
     async def _hash(self, item: PreparedItem) -> HashResult:
-        if item.image_bytes is None:  # nothing to hash: no hop (the result says 'no image')
-            return self.pipeline.hash_stage(item)
+        if item.image_bytes is None and item.video is None:
+            return self.pipeline.hash_stage(item)  # nothing to hash: no hop
+        video = (dataclasses.replace(item.video, keyframes=()) if item.video is not None
+                 else None)  # the matcher reads frame hashes, not pictures
         call = self.handles["hash_matcher"].hash_stage.remote(
-            dataclasses.replace(item, image=None))
+            dataclasses.replace(item, image=None, video=video))
         got: HashResult = await self._call(HashResult, item, call)
         return got
 

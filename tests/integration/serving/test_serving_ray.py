@@ -84,6 +84,24 @@ def test_image_item_runs_the_image_deployments(served: Served) -> None:
     assert stored["image_sha256"] == v.image_hashes()["image_sha256"]
 
 
+def test_video_keyframes_run_the_image_deployments(served: Served) -> None:
+    """A video's keyframes cross from the ingress to the image deployments (pickled with the
+    prepared item) and every image signal names its frame."""
+    from pathlib import Path
+
+    clip = (Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets" / "videos" /
+            "vpdq_threatexchange" / "sample-videos" / "doorknob-hd-no-bar.mp4").resolve()
+    if not clip.is_file():
+        pytest.skip(f"Meta's sample video {clip} is missing (see ../shared/datasets/README.md)")
+    resp = post(served, "/v1/classify",
+                files={"video": ("door.mp4", clip.read_bytes(), "video/mp4")})
+    v = verdict_of(resp)
+    assert v.status is Status.OK
+    framed = [s for s in v.signals if "frame_s" in s.detail]
+    assert {"reference_image_safety", "clip.concept", "ocr"} <= {s.name for s in framed}
+    assert next(s for s in v.signals if s.name == "hash").detail["vpdq_frames"]
+
+
 def test_text_and_image_multipart_upload(served: Served) -> None:
     resp = post(
         served, "/v1/classify",
