@@ -134,6 +134,26 @@ def test_negative_banks_duplicates_and_bad_ids(
         svc.remove_hashes("known-videos", [(VPDQ, "abc")], removed_by="test")
 
 
+def test_the_flood_guard_holds_back_a_video_entry(
+        tmp_path: Path, clips: dict[str, VideoHashes]) -> None:
+    """A bank video matching more than `flood_max_hits` times within the window is
+    quarantined (persisted), reported as such and never decisive, until released."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'flood.db'}")
+    migrate(engine)
+    settings = Settings.load(home=tmp_path / "home", database_url="sqlite://",
+                             hashing={"flood_max_hits": 2})
+    svc = HashService.from_settings(settings, engine)
+    svc.ensure_bank("known-videos", category="sexual_minors", severity=Severity.CRITICAL)
+    eid = svc.add_video("known-videos", clips["pattern-hd-no-bar"].frames, added_by="test")[0]
+    results = [svc.check_video(clips["pattern-hd-no-bar"]) for _ in range(3)]
+    assert [r.decisive is not None for r in results] == [True, True, False]
+    assert results[2].matches[0].quarantined and "flood guard" in results[2].note
+    assert [q["entry_id"] for q in svc.repo.quarantined()] == [int(eid)]
+    assert svc.release(int(eid))
+    assert svc.check_video(clips["pattern-hd-no-bar"]).decisive is not None
+    engine.dispose()
+
+
 def test_cli_exports_and_imports_video_banks(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
