@@ -40,6 +40,12 @@ class NotFound(UserError):
     http_status = 404
 
 
+class Forbidden(UserError):
+    """The caller may not do this (a role or four-eyes rule); says who may."""
+
+    http_status = 403
+
+
 class DependencyError(ChildguardError, RuntimeError):
     """A dependency (model weights, database, Label Studio, judge server) is unavailable."""
 

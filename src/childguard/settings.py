@@ -146,6 +146,17 @@ class ServeSettings(_Section):
     stage_timeout_s: float = Field(default=30.0, gt=0)
 
 
+class WorkbenchSettings(_Section):
+    """The policy workbench (issue 25): drafts, promotion, rollback."""
+
+    four_eyes: bool = Field(
+        default=True, description="a draft is promoted by an admin or by a policy author "
+        "other than its author; off: its author may promote it")
+    reload_interval_s: float = Field(
+        default=5.0, gt=0, description="how often a running service checks for a newly "
+        "promoted or rolled-back policy version")
+
+
 class ReviewSettings(_Section):
     label_studio_url: str = "http://127.0.0.1:8080"
     label_studio_token: str | None = None
@@ -199,6 +210,7 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     serve: ServeSettings = ServeSettings()
     review: ReviewSettings = ReviewSettings()
+    workbench: WorkbenchSettings = WorkbenchSettings()
 
     @model_validator(mode="after")
     def _absolute_home(self) -> Settings:

@@ -176,3 +176,106 @@ def diff(
         typer.echo("~ gate changed")
     for line in d["prompt_diff"]:
         typer.echo(line)
+
+
+# -- drafts, promotion, rollback (the workbench's operations, for scripts and operators) ------
+
+draft_app = typer.Typer(help="Drafts of the active policy: create, edit, validate, promote, "
+                        "roll back (the workbench web page does the same).",
+                        no_args_is_help=True)
+app.add_typer(draft_app, name="draft")
+
+
+def _drafts(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    from childguard.store.store import Store
+    from childguard.workbench.drafts import Drafts
+
+    settings = get_settings(ctx)
+    return Drafts(settings, Store.from_settings(settings))
+
+
+def _role(value: str):  # type: ignore[no-untyped-def]
+    from childguard.store.roles import Role
+
+    try:
+        return Role.parse(value)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
+@draft_app.command("create")
+def draft_create(ctx: typer.Context, by: str = typer.Option(..., "--by", help="the author"),
+                 note: str = typer.Option("", help="what the draft is for"),
+                 policy: str | None = typer.Option(None, help="policy id (default: the "
+                                                   "configured one)")) -> None:
+    """Copy the active version of the policy into a new draft; prints its id and folder."""
+    d = _drafts(ctx).create(by, policy_id=policy, note=note)
+    typer.echo(f"{d.id}\t{d.path}")
+
+
+@draft_app.command("list")
+def draft_list(ctx: typer.Context) -> None:
+    for d in _drafts(ctx).all():
+        typer.echo(f"{d.id}\t{d.policy_id}\tby {d.author}\tfrom {d.base_version}\t{d.note}")
+
+
+@draft_app.command("set")
+def draft_set(ctx: typer.Context, draft_id: str, file: str = typer.Argument(
+        ..., help="policy.yaml | prompt.md | rules.yaml | calibration.yaml"),
+              source: Path = typer.Argument(..., help="the new content"),
+              by: str = typer.Option(..., "--by")) -> None:
+    """Replace one file of a draft and validate the draft (exit 2 when it does not)."""
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {source} as UTF-8 text: {exc}") from exc
+    v = _drafts(ctx).write(draft_id, file, text, by)
+    _echo_validation(v)
+
+
+@draft_app.command("validate")
+def draft_validate(ctx: typer.Context, draft_id: str) -> None:
+    _echo_validation(_drafts(ctx).validate(draft_id))
+
+
+def _echo_validation(v: Any) -> None:
+    if v.ok:
+        typer.echo(f"ok  version {v.version} ({v.rules} rules, {v.rule_examples} rule examples "
+                   "hold)")
+        return
+    for e in v.errors:
+        typer.echo(f"invalid: {e}", err=True)
+    raise typer.Exit(2)
+
+
+@draft_app.command("promote")
+def draft_promote(ctx: typer.Context, draft_id: str, by: str = typer.Option(..., "--by"),
+                  role: str = typer.Option("admin", help="the promoter's role"),
+                  note: str = typer.Option("", help="why")) -> None:
+    """Make a draft the active version (the running service picks it up)."""
+    version = _drafts(ctx).promote(draft_id, by, _role(role), note=note)
+    typer.echo(f"active: {version}")
+
+
+@app.command("rollback")
+def rollback(ctx: typer.Context, version: str, by: str = typer.Option(..., "--by"),
+             role: str = typer.Option("admin"), policy: str | None = typer.Option(None),
+             note: str = typer.Option("")) -> None:
+    """Make an earlier promoted version active again."""
+    drafts = _drafts(ctx)
+    pid = policy or get_settings(ctx).policy
+    drafts.rollback(pid, version, by, _role(role), note=note)
+    typer.echo(f"active: {version}")
+
+
+@app.command("history")
+def history(ctx: typer.Context, policy: str | None = typer.Option(None),
+            json_out: bool = typer.Option(False, "--json")) -> None:
+    """Promotions and rollbacks of the policy, oldest first."""
+    rows = _drafts(ctx).history(policy)
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['at']}\t{r['action']}\t{r['version']}\tby {r['actor']}"
+                   + (f"\tapproved {r['approver']}" if r.get("approver") else ""))

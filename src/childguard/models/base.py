@@ -59,6 +59,14 @@ class Judge(ABC):
     """A policy-prompted LLM judge."""
 
     name: ClassVar[str]
+    #: the policy it judges by (every implementation sets it in its constructor)
+    policy: Policy
+
+    def use_policy(self, policy: Policy) -> None:
+        """Judge by another version of the policy from now on, with the same model (a
+        promotion or rollback picked up without a restart). Implementations that derive state
+        from the policy (a cached prompt prefix) extend this."""
+        self.policy = policy
 
     @classmethod
     @abstractmethod

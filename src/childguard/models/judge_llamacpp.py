@@ -117,6 +117,17 @@ class LlamaCppJudge(Judge):
     def close(self) -> None:
         self.llm.close()
 
+    def use_policy(self, policy: Policy) -> None:
+        """A new policy means a new system prompt: the cached prefix state goes with it."""
+        with self._lock:
+            super().use_policy(policy)
+            self.rationale_tokens = min(self.rationale_tokens, policy.spec.judge.max_tokens)
+            self._head_text, self._tail_text = self._chat_frame(policy.render_system())
+            self._head = self.llm.tokenize(self._head_text.encode(), add_bos=True, special=True)
+            self._tail = self.llm.tokenize(self._tail_text.encode(), add_bos=False, special=True)
+            self._prefix_state = None
+            self._logits_valid = False
+
     def _chat_frame(self, system: str) -> tuple[str, str]:
         """(text before the user content, text after it) from the model's chat template."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter

@@ -24,8 +24,7 @@ from childguard.pipeline.ports import HashChecker, ProbeModel, embedder_keys
 from childguard.pipeline.results import DISABLED, UNAVAILABLE
 from childguard.pipeline.stages import Pipeline
 from childguard.pipeline.strategies import GatePolicy, ScoreCombiner
-from childguard.policy import Policy, resolve_policy_path
-from childguard.policy_calibration import load_calibrated_policy
+from childguard.policy import Policy
 from childguard.settings import Settings
 
 __all__ = ["Models", "bare_pipeline", "build_clip", "build_hashes",
@@ -57,6 +56,7 @@ def build_pipeline(
     engine: Any = None,
     with_judge: bool = True,
     models: Models = "real",
+    follow_active: bool | None = None,
 ) -> Pipeline:
     """Build every component not given from `settings`; `models="reference"` builds the
     deterministic reference models instead (tests, demos, the serving benchmark), as the Ray
@@ -68,11 +68,15 @@ def build_pipeline(
     the SQLAlchemy engine holding the hash banks (default: `settings.db_url`, migrated).
     `with_judge=False` leaves the LLM stage out (evaluation's `--judge none`): the verdict
     then rests on hashes and probes, and an item they cannot score goes to review.
+    `follow_active` (default: when the policy comes from settings) makes the pipeline follow
+    promotions and rollbacks of its policy (`policy_versions.ActiveFollower`).
     """
     from childguard.normalize import normalize_text
 
     check_registry(verify_imports=True)
     unavailable: dict[str, str] = {}
+    if follow_active is None:
+        follow_active = policy is None
     if policy is None:
         policy = load_policy(settings)
     if judge is None and with_judge:
@@ -109,6 +113,7 @@ def build_pipeline(
         concept_calibrator=concept_calibrator,
         probe_context_messages=probe_context_messages,
         unavailable=unavailable,
+        follow_active=follow_active,
     )
 
 
@@ -121,8 +126,11 @@ def bare_pipeline(settings: Settings, policy: Policy, **components: Any) -> Pipe
 
 
 def load_policy(settings: Settings) -> Policy:
-    """The configured policy, with the thresholds `childguard eval calibrate` wrote beside it."""
-    return load_calibrated_policy(resolve_policy_path(settings.policy, settings.policies_dir))
+    """The configured policy's active version (the promoted one, else the shipped folder),
+    with the thresholds `childguard eval calibrate` wrote beside it."""
+    from childguard.policy_versions import load_active_policy
+
+    return load_active_policy(settings)
 
 
 def _name(models: Models, real: str) -> str:

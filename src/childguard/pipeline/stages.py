@@ -54,6 +54,7 @@ from childguard.pipeline.strategies import (
     clip01,
 )
 from childguard.policy import Policy
+from childguard.policy_versions import ActiveFollower
 from childguard.rules import RuleHit
 from childguard.schema import ContentItem, Signal, Status, Verdict
 from childguard.settings import Settings
@@ -87,6 +88,7 @@ class Pipeline:
         probe_context_messages: int | None = None,
         unavailable: Mapping[str, str] | None = None,
         stage_timeout_s: float | None = None,
+        follow_active: bool = False,
     ) -> None:
         self.settings = settings
         self.limits = settings.limits
@@ -105,7 +107,13 @@ class Pipeline:
         self.ocr = ocr
         self.probes = probes
         self.gate_policy = gate_policy or ThresholdGate()
+        self._combiner_given = combiner is not None
         self.combiner = combiner or COMBINERS[policy.spec.judge.combine]()
+        #: the service's pipelines follow promotions and rollbacks of their policy (checked at
+        #: most every `workbench.reload_interval_s`); evaluation and draft pipelines do not
+        self._follower = (ActiveFollower(settings, policy,
+                                         interval_s=settings.workbench.reload_interval_s)
+                          if follow_active else None)
         self.media_loader = media_loader
         #: (category code, CLIP cosine similarity) -> calibrated probability; None = uncalibrated
         self.concept_calibrator = concept_calibrator
@@ -138,6 +146,35 @@ class Pipeline:
         # worker thread, and the next call must not enter the same model concurrently (it waits,
         # and times out in turn -> review, which is the fail-closed outcome we want)
         self._model_lock = {name: threading.Lock() for name in ("hash", "signals", "judge")}
+
+    def follow_active(self) -> None:
+        """Switch to the policy's newly active version, if one was promoted or rolled back
+        (a no-op for pipelines that do not follow, and between checks)."""
+        if self._follower is None:
+            return
+        try:
+            policy = self._follower.poll()
+        except Exception as exc:  # a bad pointer must not stop classification
+            log.warning("policy follower: %s", f"{type(exc).__name__}: {exc}"[:300])
+            return
+        if policy is not None:
+            self.use_policy(policy)
+            log.info("policy %s: now version %s", policy.id, policy.version)
+
+    def use_policy(self, policy: Policy) -> None:
+        """Classify by another version of the same policy from the next item on (a promotion
+        or rollback): rules, thresholds, gate, combiner and the judge's prompt follow it.
+        Items already past a stage finish with what they started with at that stage."""
+        if policy.id != self.policy.id:
+            raise ValueError(f"this pipeline serves policy {self.policy.id!r}; received "
+                             f"{policy.id!r}")
+        combiner = (self.combiner if self._combiner_given
+                    else COMBINERS[policy.spec.judge.combine]())
+        if self.judge is not None:
+            with self._model_lock["judge"]:
+                self.judge.use_policy(policy)
+        self.combiner = combiner
+        self.policy = policy
 
     def use_probes(self, probes: ProbeModel) -> None:
         """Score text with `probes` from now on (evaluation swaps in out-of-fold probe sets).
@@ -453,6 +490,7 @@ class Pipeline:
             return []
         if self.judge is None:
             return [JudgeResult(status=Status.SKIPPED) for _ in items]
+        self.follow_active()
         t0 = time.perf_counter()
         inputs = [self.judge_input(it, s) for it, s in zip(items, signals, strict=True)]
         try:
@@ -495,6 +533,7 @@ class Pipeline:
         """The signal stage, then the gate for each item whose signals all ran. A failed signal
         stage or detector gets no gate result: the item is decided as an error (review)
         without spending a judge call, on either host."""
+        self.follow_active()
         return [
             (s, self.gate(it, s) if s.ok and not s.failed_signals else None)
             for it, s in zip(items, self.signal_stage_batch(items), strict=True)
@@ -513,6 +552,7 @@ class Pipeline:
     ) -> Verdict:
         """Turn the stage results into the verdict (`decide.Decider`). Any failed stage gives
         review."""
+        self.follow_active()
         return Decider(self.policy, self.combiner, self.unavailable).decide(
             item, hashes=hashes, signals=signals, gate=gate, judge=judge, timings=timings)
 

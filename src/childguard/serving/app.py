@@ -322,7 +322,7 @@ class Embedder:
         self.pipeline = bare_pipeline(
             settings, policy, text_embedder=text, image_embedder=clip, probes=probes,
             image_safety=sources, ocr=ocr,
-            unavailable={**unavailable, **remote["unavailable"]},
+            unavailable={**unavailable, **remote["unavailable"]}, follow_active=True,
         )
         _configure_batch(self.signals, batch)
 
@@ -344,7 +344,7 @@ class JudgeDeployment:
     def __init__(self, settings: Settings, policy: Policy, models: Models,
                  batch: BatchOptions) -> None:
         judge = build_judge_for(settings, policy, models)
-        self.pipeline = bare_pipeline(settings, policy, judge=judge)
+        self.pipeline = bare_pipeline(settings, policy, judge=judge, follow_active=True)
         _configure_batch(self.judge, batch)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
@@ -517,7 +517,7 @@ class Ingress:
 
         self.settings = settings
         self.store = Store.from_settings(settings)
-        pipeline = bare_pipeline(settings, policy)
+        pipeline = bare_pipeline(settings, policy, follow_active=True)
         self.backend = RayBackend(
             pipeline,
             {"hash_matcher": hash_matcher, "embedder": embedder, "judge": judge,
