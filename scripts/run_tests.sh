@@ -15,6 +15,14 @@ fi
 if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
 fi
+# the workbench's browser tests drive Debian's Chromium through Playwright (never a downloaded
+# browser); install it once when it is missing and we may (root, apt)
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium \
+         >/dev/null; } || { echo "installing Debian's chromium failed"; exit 3; }
+fi
 # Label Studio lives in its own venv (.venv-ls); the review integration tests start it
 [ -x .venv-ls/bin/label-studio ] || bash scripts/labelstudio.sh install || { echo "Label Studio install failed"; exit 3; }
 "$BIN/python" -m pytest "$@"

@@ -132,7 +132,7 @@ class _TextOnlyHashes:
 
 
 def build_text_pipeline(settings: Settings, policy: Policy, *, judge: bool = True,
-                        judge_model: Any = None) -> Any:
+                        judge_model: Any = None, models: str = "real") -> Any:
     """`build_pipeline` for text-only evaluation sets.
 
     Every text stage (normalise, embed, probes, gate, judge, decide) is built exactly as the
@@ -144,7 +144,8 @@ def build_text_pipeline(settings: Settings, policy: Policy, *, judge: bool = Tru
     text_only = settings.model_copy(update={"models": settings.models.model_copy(
         update={"image_safety": False, "ocr": False})})
     return build_pipeline(text_only, policy=policy, hashes=_TextOnlyHashes(),
-                          with_judge=judge, judge=judge_model if judge else None)
+                          with_judge=judge, judge=judge_model if judge else None,
+                          models=models)  # type: ignore[arg-type]
 
 
 # -- predicting -----------------------------------------------------------------------------------

@@ -456,7 +456,8 @@ def _actor(principal: Any) -> str:
     return "api"
 
 
-def create_api(settings: Settings, store: Any, backend: ClassifyBackend) -> FastAPI:
+def create_api(settings: Settings, store: Any, backend: ClassifyBackend,
+               workbench: Any = None) -> FastAPI:
     """Build the FastAPI app. `store` is a `childguard.store.Store` (auth, verdicts, outbox)."""
     limits = settings.limits
     require_role, Role = _load_auth()
@@ -649,6 +650,13 @@ def create_api(settings: Settings, store: Any, backend: ClassifyBackend) -> Fast
         log.info("review bridge routes not mounted: %s", exc)
     else:
         app.include_router(review_router)
+
+    # -- the policy workbench's pages (issue 25), when the host gives one -------------------
+    if workbench is not None:
+        from childguard.workbench.pages import router as workbench_router
+
+        app.state.workbench = workbench
+        app.include_router(workbench_router)
 
     # pure ASGI middlewares (no BaseHTTPMiddleware: its task group would turn an exception
     # raised while reading the body into an ExceptionGroup that bypasses the handlers above)

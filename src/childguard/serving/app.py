@@ -512,10 +512,11 @@ class Ingress:
 
     def __init__(self, settings: Settings, policy: Policy, hash_matcher: Handle,
                  embedder: Handle, judge: Handle,
-                 image_safety: Handle) -> None:
+                 image_safety: Handle, models: Models = "real") -> None:
         from childguard.store.store import Store
 
         self.settings = settings
+        self.models = models
         self.store = Store.from_settings(settings)
         pipeline = bare_pipeline(settings, policy, follow_active=True)
         self.backend = RayBackend(
@@ -528,7 +529,21 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> Any:
         from childguard.serving.api import create_api
 
-        return create_api(self.settings, self.store, self.backend)
+        return create_api(self.settings, self.store, self.backend,
+                          workbench=build_workbench(self.settings, self.store, self.models))
+
+
+def build_workbench(settings: Settings, store: Any, models: Models) -> Any:
+    """The policy workbench for the ingress: drafts on the store's audit log, and a text
+    pipeline for trying drafts, built on the first try (the judge loads then, once)."""
+    from childguard.evaluation.runner import build_text_pipeline
+    from childguard.policy_versions import load_active_policy
+    from childguard.workbench.drafts import Drafts
+    from childguard.workbench.pages import Workbench
+
+    return Workbench(settings, Drafts(settings, store),
+                     lambda: build_text_pipeline(settings, load_active_policy(settings),
+                                                 models=models))
 
 
 def _bind(deployment: Any, opts: DeploymentOptions, name: str, *init_args: Any) -> Any:
@@ -557,7 +572,7 @@ def compose(settings: Settings, args: AppArgs | None = None) -> Application:
     judge = _bind(JudgeDeployment, args.judge, "Judge", settings, policy, args.models,
                   args.judge_batch)
     app: Application = _bind(Ingress, args.ingress, "Ingress", settings, policy, hash_matcher,
-                             embedder, judge, image_safety)
+                             embedder, judge, image_safety, args.models)
     return app
 
 

@@ -175,15 +175,15 @@ class Drafts:
         draft = self.get(draft_id)
         if role not in (Role.ADMIN, Role.POLICY_AUTHOR):
             raise Forbidden(f"role {role.value} may not promote policies")
+        check = self.validate(draft_id)
+        if not check.ok:
+            raise UserError("the draft does not validate; fix it before promoting: "
+                            + "; ".join(check.errors))
         if (self.settings.workbench.four_eyes and role is not Role.ADMIN
                 and actor == draft.author):
             raise Forbidden(
                 "four-eyes: a draft is promoted by an admin or by another policy author, not "
                 f"by its author ({draft.author})")
-        check = self.validate(draft_id)
-        if not check.ok:
-            raise UserError("the draft does not validate; fix it before promoting: "
-                            + "; ".join(check.errors))
         policy = self.load(draft_id)
         current = load_active_policy(self.settings, draft.policy_id)
         if active_record(self.settings, draft.policy_id) is None:
