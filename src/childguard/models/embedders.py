@@ -64,7 +64,7 @@ class SentenceEmbedder(TextEmbedder):
     trained_on: tuple[str, ...] = ()
 
     def __init__(self, model_dir: Path, *, label: str = MINILM_NAME, batch_size: int = 32,
-                 trained_on: Sequence[str] = ()) -> None:
+                 trained_on: Sequence[str] = (), int8: bool = False) -> None:
         if not (model_dir / "modules.json").is_file():
             raise ModelUnavailable(
                 f"text embedder {label!r}: no sentence-transformers model at {model_dir} "
@@ -78,6 +78,12 @@ class SentenceEmbedder(TextEmbedder):
             raise ModelUnavailable(
                 f"text embedder {label!r} failed to load from {model_dir}: {exc}"
             ) from exc
+        if int8:
+            import torch
+
+            self._model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                self._model, {torch.nn.Linear}, dtype=torch.qint8)
+            label += "+int8"
         get_dim = getattr(self._model, "get_embedding_dimension", None)
         if get_dim is None:  # sentence-transformers < 5
             get_dim = self._model.get_sentence_embedding_dimension
@@ -95,22 +101,23 @@ class SentenceEmbedder(TextEmbedder):
         """`models.text_embedder` is 'all-MiniLM-L6-v2' (the packaged weights),
         'embeddinggemma-300m' (fetched by `models pull`) or a sentence-transformers directory."""
         ref = settings.models.text_embedder
+        int8 = settings.models.text_embedder_int8
         if ref == MINILM_NAME and (tuned := tuned_encoder(settings)) is not None:
             path, manifest = tuned
             return cls(path, label=f"{MINILM_NAME}-tuned@{manifest['version']}",
-                       trained_on=manifest.get("trained_on", ()))
+                       trained_on=manifest.get("trained_on", ()), int8=int8)
         if ref == MINILM_NAME:
             path, label = packaged_minilm()
-            return cls(path, label=label)
+            return cls(path, label=label, int8=int8)
         from childguard.models.weights import EMBEDDING_GEMMA, model_path, spec
 
         if ref == EMBEDDING_GEMMA:
             # fetched from the package registry by `childguard models pull embeddinggemma-300m`
             return cls(model_path(settings, ref), label=f"{ref}@{spec(ref).sha256[:12]}",
-                       batch_size=8)
+                       batch_size=8, int8=int8)
         path = Path(ref).expanduser()
         if path.is_dir():
-            return cls(path, label=f"{path.name}@{path}")
+            return cls(path, label=f"{path.name}@{path}", int8=int8)
         raise ModelUnavailable(
             f"text embedder {ref!r} is neither {MINILM_NAME!r} (packaged) nor a model directory"
         )

