@@ -2,7 +2,7 @@
 # `make run` / `make stop` / `make status`: the whole stack on one machine with embedded defaults.
 #   MLflow tracking server  http://127.0.0.1:5000   (sqlite store + artifacts under the data dir)
 #   Label Studio            http://127.0.0.1:8080   (its own venv .venv-ls; reviewer UI)
-#   childguard on Ray Serve http://127.0.0.1:8000   (POST /v1/classify, /docs, /metrics)
+#   childguard on Ray Serve http://127.0.0.1:8000   (POST /v1/classify, /docs, /metrics, /workbench)
 # Services run detached; pid files and logs live under <data dir>/run and <data dir>/logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -127,6 +127,7 @@ case "${1:-start}" in
     echo
     echo "childguard is running (data: $HOME_DIR, logs: $LOG_DIR)"
     echo "  API            http://127.0.0.1:8000   (docs: /docs, metrics: /metrics)"
+    echo "  Workbench      http://127.0.0.1:8000/workbench   (policy authors: sign in with a policy_author key)"
     echo "  Label Studio   http://127.0.0.1:8080   (login in $HOME_DIR/labelstudio/credentials.json)"
     echo "  MLflow UI      http://127.0.0.1:$MLFLOW_PORT"
     echo "stop everything with: make stop"

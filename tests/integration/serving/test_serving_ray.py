@@ -297,6 +297,10 @@ def test_ready_health_docs(served: Served) -> None:
     spec = get(served, "/openapi.json", who="none").json()
     assert {"/v1/classify", "/v1/classify/batch", "/v1/verdicts/{item_id}"} <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/v1/classify"]["post"]["requestBody"]["content"]
+    # the policy workbench is served by the same ingress (its flow: tests/integration/workbench)
+    page = get(served, "/workbench", who="none")
+    assert page.status_code == 200 and "policy_author" in page.text and "<form" in page.text
+    assert "/workbench" not in spec["paths"]  # pages, not API operations
 
 
 def test_metrics_count_requests_stages_and_decisions(served: Served) -> None:
