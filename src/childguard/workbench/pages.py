@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import yaml
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -317,14 +317,55 @@ def _evaluated(data: dict[str, Any]) -> str:
         f"<tr><td>{_e(name)}</td><td>{d['active']:.3f}</td><td>{d['draft']:.3f}</td>"
         f"<td><b>{d['delta']:+.3f}</b></td><td>[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]</td></tr>"
         for name, d in data.get("deltas", {}).items())
-    flips = "".join(f"<tr><td>{_e(f['dataset'])}</td><td>{_e(f['id'])}</td><td>{_e(f['active'])}"
-                    f"</td><td>{_e(f['draft'])}</td></tr>" for f in data.get("flipped", [])[:200])
+    flips = "".join(
+        f"<tr><td>{_e(f['dataset'])}</td><td>{_e(f['id'])}</td><td>{_e(f['active'])}</td>"
+        f"<td>{_e(f['draft'])}</td><td>"
+        + ("not shown (a violating row of a public set)" if _public(f["dataset"])
+           and f.get("violating", True) else
+           f"<a href='/workbench/items?set={quote(f['dataset'])}&id={quote(f['id'])}'>open</a>")
+        + "</td></tr>" for f in data.get("flipped", [])[:200])
     return f"""<div id="evaluation"><p>{data.get("items", 0)} items of
 {_e(", ".join(data.get("datasets", [])))}; MLflow runs {_e(data.get("runs", {}))}</p>
 <table><tr><th>rate</th><th>active</th><th>draft</th><th>draft - active</th><th>95% interval
 (paired bootstrap)</th></tr>{rows}</table><h3>Items whose decision changed
-({len(data.get("flipped", []))}, ids only)</h3><table id="flipped"><tr><th>set</th><th>id</th>
-<th>active</th><th>draft</th></tr>{flips}</table></div>"""
+({len(data.get("flipped", []))}; content only when opened, every opening audited)</h3>
+<table id="flipped"><tr><th>set</th><th>id</th><th>active</th><th>draft</th><th>content</th>
+</tr>{flips}</table></div>"""
+
+
+def _public(dataset: str) -> bool:
+    """A public labelled set (OpenAI moderation, XSTest), as opposed to our own sets."""
+    from childguard.evaluation.datasets import BUILTIN
+
+    base = dataset.split(":", 1)[0].split("[", 1)[0]
+    return base in BUILTIN or any(base.startswith(b) for b in BUILTIN)
+
+
+@router.get("/items", response_class=HTMLResponse)
+async def open_item(request: Request, dataset: str = Query("", alias="set"),
+                    item_id: str = Query("", alias="id")) -> Response:
+    """One evaluation item's text, on request, audited; never a violating row of a public
+    set (those are referenced by id only, as everywhere in this project)."""
+    user = await _guard(request)
+    if not isinstance(user, _User):
+        return user
+    wb = _wb(request)
+    sets = await run_in_threadpool(wb.load_sets, list(wb.datasets))
+    item = next((it for ds in sets if ds.name == dataset for it in ds.items
+                 if it.id == item_id), None)
+    if item is None:
+        return _page("Item", f"<p class='err'>no item {_e(item_id)} in {_e(dataset)}</p>",
+                     user.name)
+    if _public(dataset) and any(v == 1 for v in item.labels.values()):
+        return _page("Item", "<p class='err'>a violating row of a public set is not shown; "
+                     "it is referenced by id only</p>", user.name)
+    await run_in_threadpool(wb.drafts.audit.append_audit, user.name, "workbench.item_opened",
+                            dataset, {"id": item_id})
+    ctx = "".join(f"<p><i>{_e(m.author)}:</i> {_e(m.text)}</p>" for m in item.context)
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(item.labels.items()))
+    return _page("Item", f"<section><p>{_e(dataset)} / <code>{_e(item_id)}</code> "
+                 f"({_e(labels)})</p>"
+                 f"{ctx}<p id='item-text'>{_e(item.text or '')}</p></section>", user.name)
 
 
 def _last_eval(wb: Workbench, draft_id: str) -> dict[str, Any] | None:

@@ -62,7 +62,7 @@ class EvalComparison:
     datasets: list[str]
     items: int
     deltas: list[Delta]
-    flipped: list[dict[str, str]]
+    flipped: list[dict[str, Any]]
     runs: dict[str, str | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -136,7 +136,8 @@ class Trial:
         return EvalComparison(
             datasets=[d.name for d in datasets], items=len(preds["draft"]),
             deltas=paired_deltas(preds["active"], preds["draft"]),
-            flipped=[{"dataset": f.dataset, "id": f.id, "active": f.a, "draft": f.b}
+            flipped=[{"dataset": f.dataset, "id": f.id, "active": f.a, "draft": f.b,
+                      "violating": any(v == 1 for v in f.labels.values())}
                      for f in flips], runs=runs)
 
 
