@@ -499,19 +499,7 @@ class HashService:
             else:
                 pdq_used = True
                 hits.extend(self._pdq_hits(h))
-        matches = self._to_matches(hits)
-        positive = [m for m in matches if not m.negative]
-        negative = [m for m in matches if m.negative]
-        neg_exact = any(m.signal_type in EXACT_TYPES for m in negative)
-        suppressed = tuple(
-            m for m in positive if neg_exact or (negative and m.signal_type == PDQ)
-        )
-        if suppressed:
-            notes.append(f"{len(suppressed)} positive match(es) suppressed by a negative bank")
-        candidates = [m for m in positive if m not in suppressed and not m.quarantined]
-        if any(m.quarantined for m in positive):
-            notes.append("quarantined entries matched (flood guard); not decisive")
-        decisive = min(candidates, key=_decisive_rank, default=None)
+        matches, decisive, suppressed = self._settle(hits, notes, perceptual=PDQ)
         if self.settings.dihedral and pdq_used:
             notes.append("dihedral matching on")
         return HashCheck(
@@ -536,21 +524,30 @@ class HashService:
         for video_id, m in found:
             share = min(m.query_match_pct, m.target_match_pct)
             hits.append(_Hit(int(video_id), VPDQ, max(0, round(100 - share)), m))
+        matches, decisive, suppressed = self._settle(hits, notes, perceptual=VPDQ)
+        return HashCheck(
+            hashes=hashes, pdq_quality=None, pdq_used=good > 0, note="; ".join(notes),
+            matches=tuple(matches), decisive=decisive, suppressed=suppressed,
+        )
+
+    def _settle(self, hits: list[_Hit], notes: list[str], *, perceptual: str
+                ) -> tuple[list[HashMatch], HashMatch | None, tuple[HashMatch, ...]]:
+        """Hits -> (matches, the decisive one, the suppressed ones), the same for images and
+        videos: a negative exact hit suppresses every positive hit, a negative perceptual hit
+        (`perceptual`: pdq or vpdq) the positive perceptual ones; quarantined entries are
+        never decisive."""
         matches = self._to_matches(hits)
         positive = [m for m in matches if not m.negative]
         negative = [m for m in matches if m.negative]
         neg_exact = any(m.signal_type in EXACT_TYPES for m in negative)
-        suppressed = tuple(m for m in positive if neg_exact or (negative and m.signal_type == VPDQ))
+        suppressed = tuple(m for m in positive
+                           if neg_exact or (negative and m.signal_type == perceptual))
         if suppressed:
             notes.append(f"{len(suppressed)} positive match(es) suppressed by a negative bank")
         candidates = [m for m in positive if m not in suppressed and not m.quarantined]
         if any(m.quarantined for m in positive):
             notes.append("quarantined entries matched (flood guard); not decisive")
-        decisive = min(candidates, key=_decisive_rank, default=None)
-        return HashCheck(
-            hashes=hashes, pdq_quality=None, pdq_used=good > 0, note="; ".join(notes),
-            matches=tuple(matches), decisive=decisive, suppressed=suppressed,
-        )
+        return matches, min(candidates, key=_decisive_rank, default=None), suppressed
 
     def _pdq_hits(self, h: ImageHashes) -> list[_Hit]:
         queries = list(h.pdq_dihedral) if self.settings.dihedral and h.pdq_dihedral else []
