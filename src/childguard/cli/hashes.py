@@ -339,6 +339,11 @@ def match(
         row = {"file": str(f), **check.model_dump(mode="json")}
         row["entry_metadata"] = meta
         out.append(row)
+    _report_matches(out, decisive, json_out)
+
+
+def _report_matches(out: list[dict[str, Any]], decisive: bool, json_out: bool) -> None:
+    """Print per-file checks (JSON or a line each); exit 1 when any match was decisive."""
     if json_out:
         _echo_json(out)
     else:
@@ -462,10 +467,9 @@ def add_video(
     """Add videos to a bank: a video file contributes its vPDQ frame hashes (sampled as the
     service samples) and its file MD5 / SHA-256; a hash file its frames. Importing the same
     frames twice merges."""
-    from childguard.hashing.video import hash_video, parse_vpdq, video_limits
+    from childguard.hashing.video import parse_vpdq
 
     svc = _service(ctx)
-    settings = get_settings(ctx)
     out = []
     for f in files:
         meta = {"file": f.name, **({"note": note} if note else {})}
@@ -473,9 +477,8 @@ def add_video(
             frames = parse_vpdq(_read(f).decode("utf-8", "replace"), where=str(f))
             ids = svc.add_video(bank, frames, added_by=added_by, metadata=meta)
         else:
-            got = hash_video(f, seconds_per_hash=settings.hashing.video_seconds_per_hash,
-                             limits=video_limits(settings.limits))
-            ids = svc.add_video(bank, got, added_by=added_by, metadata=meta)
+            ids = svc.add_video(bank, svc.hash_video_bytes(f), added_by=added_by,
+                                metadata=meta)
         out.append({"file": str(f), "entries": ids})
     if json_out:
         _echo_json(out)
@@ -520,32 +523,16 @@ def match_video(
 ) -> None:
     """Look videos up in every enabled bank (file hashes exactly, frames by vPDQ's rule).
     Exit 1 if any has a decisive match."""
-    from childguard.hashing.video import hash_video, video_limits
-
     svc = _service(ctx)
-    settings = get_settings(ctx)
     out: list[dict[str, Any]] = []
     decisive = False
     for f in files:
         try:
-            got = hash_video(f, seconds_per_hash=settings.hashing.video_seconds_per_hash,
-                             limits=video_limits(settings.limits))
+            got = svc.hash_video_bytes(f)
         except (InvalidContent, UserError) as exc:
             out.append({"file": str(f), "error": str(exc)})
             continue
         check = svc.check_video(got)
         decisive = decisive or check.decisive is not None
         out.append({"file": str(f), **check.model_dump(mode="json")})
-    if json_out:
-        _echo_json(out)
-    else:
-        for r in out:
-            if "error" in r:
-                typer.echo(f"{r['file']}\terror: {r['error']}")
-                continue
-            d = r["decisive"]
-            verdict = f"MATCH {d['bank']} ({d['signal_type']})" if d else (
-                "suppressed" if r["suppressed"] else "no match")
-            typer.echo(f"{r['file']}\t{verdict}\tmatches={len(r['matches'])}")
-    if decisive:
-        raise typer.Exit(1)
+    _report_matches(out, decisive, json_out)

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -405,8 +406,9 @@ class HashService:
             ids += [str(i) for i in res.ids]
         return ids
 
-    def hash_video_bytes(self, data: bytes, *, keyframes: int = 0) -> VideoHashes:
-        """Decode and hash a video as the pipeline does (settings' sampling and limits)."""
+    def hash_video_bytes(self, data: bytes | Path, *, keyframes: int = 0) -> VideoHashes:
+        """Decode and hash a video (bytes or a file) as the pipeline does (settings' sampling
+        and limits)."""
         return hash_video(data, seconds_per_hash=self.settings.video_seconds_per_hash,
                           limits=video_limits(self.limits), keyframes=keyframes)
 
