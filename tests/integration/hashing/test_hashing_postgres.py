@@ -1,21 +1,16 @@
 """Hash banks survive a restart on PostgreSQL (the SQLite twin is in tests/unit/hashing).
 
-Runs in a private schema (dropped afterwards), so it never touches tables other engineers'
-tests create in the shared `test` database at the same time. With CI=true a server that is down
-fails the test; on a dev machine without PostgreSQL it is skipped with the reason.
+Runs in a private schema (the `pg_engine` fixture in conftest.py, dropped afterwards).
 """
 
 from __future__ import annotations
 
 import io
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
 from childguard.hashing.service import HashService
 from childguard.hashing.store import NewEntry
@@ -25,31 +20,8 @@ from childguard.store.migrate import migrate
 
 pytestmark = pytest.mark.integration
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 KODAK = (Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets" / "images" /
          "kodak").resolve()
-
-
-@pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    schema = f"hashing_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:
-        admin.dispose()
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432/test is not reachable: {exc}")
-    engine = create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def _png(seed: int) -> bytes:
@@ -63,7 +35,8 @@ def _png(seed: int) -> bytes:
 
 def test_banks_survive_restart_on_postgres(pg_engine: Engine, tmp_path: Path) -> None:
     migrate(pg_engine)
-    settings = Settings.load(home=tmp_path / "home", database_url=PG_URL)
+    settings = Settings.load(home=tmp_path / "home",
+                             database_url=pg_engine.url.render_as_string(hide_password=False))
     svc = HashService.from_settings(settings, pg_engine)
     svc.ensure_bank("known", category="sexual_minors", severity=Severity.CRITICAL, source="tx")
     svc.ensure_bank("allow", negative=True)

@@ -7,13 +7,11 @@ a "known" video here is a test bank entry, nothing more."""
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
 from childguard.hashing.service import HashService
 from childguard.hashing.store import VPDQ
@@ -27,7 +25,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = (Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets" / "videos"
         / "vpdq_threatexchange" / "sample-videos").resolve()
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def _video(name: str) -> Path:
@@ -47,29 +44,12 @@ def clips() -> dict[str, VideoHashes]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        eng = make_engine(f"sqlite:///{tmp_path / 'banks.db'}")
-        yield eng
-        eng.dispose()
+    if request.param == "postgresql":
+        yield request.getfixturevalue("pg_engine")  # conftest.py: a private schema
         return
-    schema = f"videobanks_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:
-        admin.dispose()
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432/test is not reachable: {exc}")
-    eng = create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    try:
-        yield eng
-    finally:
-        eng.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    eng = make_engine(f"sqlite:///{tmp_path / 'banks.db'}")
+    yield eng
+    eng.dispose()
 
 
 def _service(engine: Engine, tmp_path: Path) -> HashService:
