@@ -95,6 +95,15 @@ def _classify_version(server: dict[str, Any]) -> str:
     return str(r.json()["policy_version"])
 
 
+def _served_version_becomes(server: dict[str, Any], version: str, within_s: float = 10) -> bool:
+    """Whether the running service's verdicts carry `version` within `within_s` (it follows
+    the active pointer every `workbench.reload_interval_s`)."""
+    deadline = time.monotonic() + within_s
+    while _classify_version(server) != version and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _classify_version(server) == version
+
+
 def test_draft_try_evaluate_promote_rollback(server: dict[str, Any], browser: Any,
                                              tmp_path: Path) -> None:
     shots = Path(os.environ.get("CHILDGUARD_SCREENSHOTS") or tmp_path / "shots")
@@ -185,20 +194,14 @@ def test_draft_try_evaluate_promote_rollback(server: dict[str, Any], browser: An
     page.wait_for_selector("#active-version")
     assert page.text_content("#active-version") == draft_version
     page.screenshot(path=str(shots / "6-promoted.png"))
-    deadline = time.monotonic() + 10
-    while _classify_version(server) != draft_version and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _classify_version(server) == draft_version
+    assert _served_version_becomes(server, draft_version)
 
     # roll back to the shipped version
     page.click(f"tr:has(code:text-is('{shipped}')) >> text=Roll back to this")
     page.wait_for_selector("#active-version")
     assert page.text_content("#active-version") == shipped
     page.screenshot(path=str(shots / "7-rolled-back.png"))
-    deadline = time.monotonic() + 10
-    while _classify_version(server) != shipped and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _classify_version(server) == shipped
+    assert _served_version_becomes(server, shipped)
     page.close()
     if not os.environ.get("CHILDGUARD_SCREENSHOTS"):
         shutil.rmtree(shots, ignore_errors=True)
