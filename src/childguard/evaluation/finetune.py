@@ -42,6 +42,10 @@ class FineTuneConfig:
     seed: int = 13
     #: contexts are joined before the message (as the probes read them), at most this many
     context_messages: int = 3
+    #: train only the top N transformer layers (embeddings and lower layers frozen); None =
+    #: end to end. A larger encoder (EmbeddingGemma-300M, 24 layers) is affordable on 2 cores
+    #: only this way: the frozen part needs no gradients.
+    train_layers: int | None = None
 
 
 def item_text(it: EvalItem, context_messages: int = 3) -> str:
@@ -104,11 +108,14 @@ def fine_tune(base_dir: Path, items: Sequence[EvalItem], codes: Sequence[str],
     neg = ((1 - y) * mask).sum(axis=0)
     pos_weight = torch.tensor(np.clip(neg / np.maximum(pos, 1.0), 1.0, config.max_pos_weight),
                               dtype=torch.float32)
+    if config.train_layers is not None:
+        freeze_below_top(encoder, config.train_layers)
+    trainable = [p for p in encoder.parameters() if p.requires_grad]
     dim = encoder.config.hidden_size
     head = torch.nn.Linear(dim, len(names))
     scale = torch.nn.Parameter(torch.tensor(10.0))
     opt = torch.optim.AdamW([
-        {"params": encoder.parameters(), "lr": config.lr_encoder},
+        {"params": trainable, "lr": config.lr_encoder},
         {"params": [*head.parameters(), scale], "lr": config.lr_head},
     ], weight_decay=config.weight_decay)
     n = len(texts)
@@ -133,7 +140,7 @@ def fine_tune(base_dir: Path, items: Sequence[EvalItem], codes: Sequence[str],
             loss = (loss_el * m).sum() / m.sum().clamp(min=1.0)
             opt.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
-            torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             opt.step()
             sched.step()
             step += 1
@@ -144,6 +151,36 @@ def fine_tune(base_dir: Path, items: Sequence[EvalItem], codes: Sequence[str],
     encoder.eval()
     return Tuned(model=model, head=head, scale=float(scale.detach()), targets=names,
                  losses=losses)
+
+
+def transformer_layers(encoder: Any) -> Any:
+    """The stack of transformer blocks of a Hugging Face encoder (BERT-style `encoder.layer`,
+    Gemma/Llama-style `layers`)."""
+    for path in (("encoder", "layer"), ("layers",), ("model", "layers")):
+        obj = encoder
+        for name in path:
+            obj = getattr(obj, name, None)
+            if obj is None:
+                break
+        if obj is not None:
+            return obj
+    raise ValueError(f"cannot find the transformer layers of {type(encoder).__name__}")
+
+
+def freeze_below_top(encoder: Any, n: int) -> None:
+    """Only the top `n` transformer blocks (and a final norm after them) keep gradients."""
+    layers = transformer_layers(encoder)
+    if not 0 < n <= len(layers):
+        raise ValueError(f"train_layers must be between 1 and {len(layers)}; received {n}")
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    for block in list(layers)[-n:]:
+        for p in block.parameters():
+            p.requires_grad_(True)
+    norm = getattr(encoder, "norm", None)  # Gemma/Llama: a norm after the last block
+    if norm is not None:
+        for p in norm.parameters():
+            p.requires_grad_(True)
 
 
 def _embed(encoder: Any, tokenizer: Any, texts: Sequence[str], max_length: int) -> Any:

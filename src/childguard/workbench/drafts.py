@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -63,14 +63,15 @@ class Draft:
 
 @dataclass(frozen=True)
 class Validation:
-    """The validator's answer for a draft: ok with the version it would get, or the errors
-    (each names the file and field)."""
+    """The validator's answer for a draft: ok with the version it would get and the loaded
+    policy (so callers need not load it again), or the errors (each names the file and field)."""
 
     ok: bool
     errors: tuple[str, ...] = ()
     version: str | None = None
     rules: int = 0
     rule_examples: int = 0
+    policy: Policy | None = field(default=None, compare=False, repr=False)
 
 
 class Drafts:
@@ -159,7 +160,7 @@ class Drafts:
                                                 f"{draft.policy_id!r}",))
         examples = sum(len(r.must_match) + len(r.must_not_match) for r in policy.rules.rules)
         return Validation(ok=True, version=policy.version, rules=len(policy.rules),
-                          rule_examples=examples)
+                          rule_examples=examples, policy=policy)
 
     def load(self, draft_id: str) -> Policy:
         """The draft as the pipeline would use it (calibrated); raises on invalid files."""
@@ -176,7 +177,7 @@ class Drafts:
         if role not in (Role.ADMIN, Role.POLICY_AUTHOR):
             raise Forbidden(f"role {role.value} may not promote policies")
         check = self.validate(draft_id)
-        if not check.ok:
+        if not check.ok or check.policy is None:
             raise UserError("the draft does not validate; fix it before promoting: "
                             + "; ".join(check.errors))
         if (self.settings.workbench.four_eyes and role is not Role.ADMIN
@@ -184,7 +185,7 @@ class Drafts:
             raise Forbidden(
                 "four-eyes: a draft is promoted by an admin or by another policy author, not "
                 f"by its author ({draft.author})")
-        policy = self.load(draft_id)
+        policy = check.policy
         current = load_active_policy(self.settings, draft.policy_id)
         if active_record(self.settings, draft.policy_id) is None:
             # the first promotion keeps the shipped version as a version, to roll back to

@@ -30,6 +30,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from childguard.errors import ChildguardError, Forbidden, UserError
+from childguard.policy import Policy
 from childguard.policy_versions import POLICY_FILES, load_active_policy
 from childguard.settings import Settings
 from childguard.store.roles import Role
@@ -254,7 +255,7 @@ async def _render_draft(request: Request, user: _User, draft_id: str, *,
                   f"<input type='hidden' name='name' value='{_e(name)}'><textarea name='text' "
                   f"rows='18' id='file-{_e(name)}'>{_e(text)}</textarea>"
                   f"<button id='save-{_e(name)}'>Save {_e(name)}</button></form></details>")
-    thresholds = await run_in_threadpool(_thresholds, wb.drafts, draft_id)
+    thresholds = _thresholds(v.policy)
     trows = "".join(
         f"<tr><td>{_e(code)}</td><td><input name='review_{_e(code)}' value='{t[0]}' size=8>"
         f"</td><td><input name='block_{_e(code)}' value='{t[1]}' size=8></td></tr>"
@@ -286,10 +287,10 @@ log.</p></section>"""
     return _page(f"Draft {draft_id}", body, user.name)
 
 
-def _thresholds(drafts: Drafts, draft_id: str) -> dict[str, tuple[float, float]]:
-    try:
-        policy = drafts.load(draft_id)
-    except ChildguardError:
+def _thresholds(policy: Policy | None) -> dict[str, tuple[float, float]]:
+    """The thresholds table of a valid draft (from the policy validation loaded); none for an
+    invalid one."""
+    if policy is None:
         return {}
     return {c.code: (c.thresholds.review, c.thresholds.block) for c in policy.spec.categories}
 
