@@ -27,6 +27,11 @@ CODES = ["sexual_minors", "grooming", "sextortion", "endangerment", "sexualised_
          "abuse_material_trade"]
 
 
+#: texts are embedded up to this many tokens (EmbeddingGemma would read 2,048: minutes per fold
+#: on the OpenAI set's long rows; the service reads long text in windows anyway)
+MAX_TOKENS = 256
+
+
 def pool() -> list:
     oai = list(load_dataset("openai_moderation_all").split("train"))
     v2 = list(load_dataset("evaluation_sets/child_safety_v2.jsonl").split("train"))
@@ -51,7 +56,26 @@ def frozen_embed(texts, base: str | None = None):
     from sentence_transformers import SentenceTransformer
 
     m = SentenceTransformer(str(base_path(base)), device="cpu", local_files_only=True)
+    m.max_seq_length = min(m.max_seq_length, MAX_TOKENS)
     return m.encode(texts, batch_size=32, normalize_embeddings=True)
+
+
+def frozen_cached(out_dir: Path, items: list, texts: list[str], base: str | None):
+    """Frozen embeddings, kept per id in `<out>/frozen.npz` (vectors and ids, no text): every
+    fold needs the same vectors, and a large encoder takes minutes for them."""
+    cache = out_dir / "frozen.npz"
+    have: dict[str, np.ndarray] = {}
+    if cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        have = dict(zip(z["ids"].tolist(), z["x"], strict=True))
+    missing = [i for i, it in enumerate(items) if it.id not in have]
+    if missing:
+        x = frozen_embed([texts[i] for i in missing], base)
+        for i, v in zip(missing, x, strict=True):
+            have[items[i].id] = v
+        ids = sorted(have)
+        np.savez(cache, ids=np.array(ids), x=np.stack([have[i] for i in ids]))
+    return np.stack([have[it.id] for it in items])
 
 
 def lr_scores(x_tr, items_tr, x_te, codes):
@@ -81,11 +105,13 @@ def run_fold(k, folds, data, out_dir, cfg, encoder_sets=("oai", "v2", "v1"), bas
     te_items = [it for _, it in te]
     texts_tr = [item_text(it) for it in tr]
     texts_te = [item_text(it) for it in te_items]
-    xf_tr, xf_te = frozen_embed(texts_tr, base), frozen_embed(texts_te, base)
+    xf_tr, xf_te = frozen_cached(out_dir, tr, texts_tr, base), \
+        frozen_cached(out_dir, te_items, texts_te, base)
     frozen = lr_scores(xf_tr, tr, xf_te, CODES)
     tuned = fine_tune(base_path(base), enc_tr, CODES, cfg, progress=True)
     heads = head_scores(tuned, texts_te)
     names = tuned.targets
+    tuned.model.max_seq_length = min(tuned.model.max_seq_length, MAX_TOKENS)
     xt_tr = tuned.model.encode(texts_tr, batch_size=32, normalize_embeddings=True)
     xt_te = tuned.model.encode(texts_te, batch_size=32, normalize_embeddings=True)
     tuned_lr = lr_scores(xt_tr, tr, xt_te, CODES)

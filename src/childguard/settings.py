@@ -142,9 +142,10 @@ class ModelSettings(_Section):
     probe_dir: Path | None = Field(default=None, description="defaults to <home>/probes")
     tuned_encoder: str | None = Field(
         default="default",
-        description="with text_embedder all-MiniLM-L6-v2: use the fine-tuned encoder this "
-        "alias names under <home>/encoders (`childguard eval fine-tune --alias`) when one "
-        "exists, else the packaged weights; empty = always the packaged weights",
+        description="use the fine-tuned encoder this alias names under <home>/encoders "
+        "(`childguard eval fine-tune --alias`) for the configured text_embedder when one "
+        "exists (aliases are kept per base encoder), else the base weights; empty = always "
+        "the base weights",
     )
 
 

@@ -479,6 +479,9 @@ def fine_tune_cmd(
         None, "--alias", help="point this alias at the new encoder (the pipeline reads the "
         "alias models.tuned_encoder names, 'default' unless configured)"),
     epochs: int = typer.Option(3, "--epochs", min=1, max=20),
+    train_layers: int | None = typer.Option(
+        None, "--train-layers", min=1, help="train only the top N transformer layers (default: "
+        "the base encoder's: all for all-MiniLM-L6-v2, 4 for embeddinggemma-300m)"),
     policy: str | None = typer.Option(None, "--policy", help="policy id or folder (its "
                                       "category codes are the targets)"),
     no_log: bool = typer.Option(False, "--no-log", help="do not log an MLflow run"),
@@ -498,7 +501,8 @@ def fine_tune_cmd(
         raise UserError("give at least one --dataset to train on")
     pol = load_run_policy(settings, policy, calibration=False)
     res = train_encoder(settings, _datasets(dataset, datasets_dir, settings), pol.spec.codes,
-                        config=FineTuneConfig(epochs=epochs), alias=alias, log=not no_log,
+                        config=FineTuneConfig(epochs=epochs, train_layers=train_layers),
+                        alias=alias, log=not no_log,
                         progress=not quiet)
     out = {"version": res.version, "path": str(res.path), "run_id": res.run_id,
            "alias": alias, "items": res.items, "seconds": round(res.seconds, 1),

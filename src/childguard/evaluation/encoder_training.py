@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,12 @@ from childguard.errors import UserError
 from childguard.evaluation.datasets import EvalDataset, EvalItem
 from childguard.evaluation.finetune import FineTuneConfig, fine_tune
 from childguard.evaluation.probe_training import check_alias
-from childguard.models.embedders import ENCODER_ALIASES, ENCODER_MANIFEST, packaged_minilm
+from childguard.models.embedders import (
+    ENCODER_ALIASES,
+    ENCODER_MANIFEST,
+    alias_for_base,
+    base_encoder,
+)
 from childguard.settings import Settings
 
 EXPERIMENT_ENCODERS = "childguard-encoders"
@@ -60,7 +65,7 @@ def set_alias(settings: Settings, alias: str, version: str) -> None:
     check_alias(alias)
     path = settings.encoders_dir / ENCODER_ALIASES
     aliases = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    aliases[alias] = version
+    aliases[alias_for_base(alias, settings.models.text_embedder)] = version
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(aliases, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
@@ -69,13 +74,18 @@ def set_alias(settings: Settings, alias: str, version: str) -> None:
 def train_encoder(settings: Settings, datasets: Sequence[EvalDataset], codes: Sequence[str], *,
                   config: FineTuneConfig = FineTuneConfig(), alias: str | None = None,
                   log: bool = True, progress: bool = True) -> EncoderTraining:
-    """Fine-tune on every item of `datasets` (ids de-duplicated), save, alias, log."""
+    """Fine-tune the configured base encoder (`models.text_embedder`) on every item of
+    `datasets` (ids de-duplicated), save, alias, log. A config without `train_layers` takes
+    the base's default (all layers for MiniLM, the top 4 for EmbeddingGemma)."""
     from childguard.evaluation.stage_cache import digest
 
     items = _pool(datasets)
     if not items:
         raise UserError("no items with text in the given datasets; nothing to train on")
-    base_dir, base_version = packaged_minilm()
+    base = base_encoder(settings)
+    if config.train_layers is None and base.train_layers is not None:
+        config = replace(config, train_layers=base.train_layers)
+    base_dir, base_version = base.path, base.label
     version = digest(base_version, list(codes), asdict(config),
                      sorted((ds.name, ds.content_hash) for ds in datasets))[:12]
     t0 = time.perf_counter()

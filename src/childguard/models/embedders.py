@@ -21,6 +21,7 @@ import hashlib
 import importlib.metadata
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -99,28 +100,16 @@ class SentenceEmbedder(TextEmbedder):
     @classmethod
     def from_settings(cls, settings: Settings) -> SentenceEmbedder:
         """`models.text_embedder` is 'all-MiniLM-L6-v2' (the packaged weights),
-        'embeddinggemma-300m' (fetched by `models pull`) or a sentence-transformers directory."""
-        ref = settings.models.text_embedder
+        'embeddinggemma-300m' (fetched by `models pull`) or a sentence-transformers directory;
+        a fine-tuned encoder of that base (`models.tuned_encoder`) is used when one exists."""
         int8 = settings.models.text_embedder_int8
-        if ref == MINILM_NAME and (tuned := tuned_encoder(settings)) is not None:
+        base = base_encoder(settings)
+        if (tuned := tuned_encoder(settings)) is not None:
             path, manifest = tuned
-            return cls(path, label=f"{MINILM_NAME}-tuned@{manifest['version']}",
-                       trained_on=manifest.get("trained_on", ()), int8=int8)
-        if ref == MINILM_NAME:
-            path, label = packaged_minilm()
-            return cls(path, label=label, int8=int8)
-        from childguard.models.weights import EMBEDDING_GEMMA, model_path, spec
-
-        if ref == EMBEDDING_GEMMA:
-            # fetched from the package registry by `childguard models pull embeddinggemma-300m`
-            return cls(model_path(settings, ref), label=f"{ref}@{spec(ref).sha256[:12]}",
-                       batch_size=8, int8=int8)
-        path = Path(ref).expanduser()
-        if path.is_dir():
-            return cls(path, label=f"{path.name}@{path}", int8=int8)
-        raise ModelUnavailable(
-            f"text embedder {ref!r} is neither {MINILM_NAME!r} (packaged) nor a model directory"
-        )
+            return cls(path, label=f"{base.name}-tuned@{manifest['version']}",
+                       trained_on=manifest.get("trained_on", ()), int8=int8,
+                       batch_size=base.batch_size)
+        return cls(base.path, label=base.label, int8=int8, batch_size=base.batch_size)
 
     @property
     def model_version(self) -> str:
@@ -153,15 +142,54 @@ def packaged_minilm() -> tuple[Path, str]:
             f"{MINILM_NAME}@{_MINILM_PACKAGE}=={_pkg_version(_MINILM_PACKAGE)}")
 
 
+@dataclass(frozen=True)
+class BaseEncoder:
+    """The configured sentence encoder before any fine-tuning: its short name (what a tuned
+    version's label starts with), directory, version label (what a fine-tuned encoder's
+    manifest names as its base), encode batch size, and the layers fine-tuning trains by
+    default (None = all)."""
+
+    name: str
+    path: Path
+    label: str
+    batch_size: int = 32
+    train_layers: int | None = None
+
+
+def base_encoder(settings: Settings) -> BaseEncoder:
+    """`models.text_embedder` resolved: the packaged MiniLM, the pulled EmbeddingGemma (24
+    layers, 300M parameters: fine-tuned in its top 4 blocks, the rest frozen, which 2 cores
+    train in minutes) or a sentence-transformers directory."""
+    ref = settings.models.text_embedder
+    if ref == MINILM_NAME:
+        path, label = packaged_minilm()
+        return BaseEncoder(MINILM_NAME, path, label)
+    from childguard.models.weights import EMBEDDING_GEMMA, model_path, spec
+
+    if ref == EMBEDDING_GEMMA:
+        # fetched from the package registry by `childguard models pull embeddinggemma-300m`
+        return BaseEncoder(ref, model_path(settings, ref), f"{ref}@{spec(ref).sha256[:12]}",
+                           batch_size=8, train_layers=4)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return BaseEncoder(path.name, path, f"{path.name}@{path}")
+    raise ModelUnavailable(
+        f"text embedder {ref!r} is neither {MINILM_NAME!r} (packaged), 'embeddinggemma-300m' "
+        "nor a model directory")
+
+
 ENCODER_MANIFEST = "childguard_encoder.json"
 ENCODER_ALIASES = "aliases.json"
 
 
 def tuned_encoder(settings: Settings) -> tuple[Path, dict[str, Any]] | None:
-    """The fine-tuned encoder `models.tuned_encoder` names (directory, manifest), if any.
+    """The fine-tuned encoder `models.tuned_encoder` names (directory, manifest), if any, for
+    the configured base encoder.
 
     An alias that names no saved encoder is an error (a half-written or deleted model must not
-    silently turn into the packaged one); no alias file at all means none was trained."""
+    silently turn into the packaged one); no alias file at all means none was trained. Aliases
+    are kept per base: `default` for all-MiniLM-L6-v2 (as before), `default@<base>` for any
+    other, so switching `models.text_embedder` never reads an encoder tuned from another base."""
     alias = settings.models.tuned_encoder
     aliases_file = settings.encoders_dir / ENCODER_ALIASES
     if not alias or not aliases_file.is_file():
@@ -170,7 +198,7 @@ def tuned_encoder(settings: Settings) -> tuple[Path, dict[str, Any]] | None:
         aliases = json.loads(aliases_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(f"{aliases_file}: unreadable ({exc})") from exc
-    version = aliases.get(alias)
+    version = aliases.get(alias_for_base(alias, settings.models.text_embedder))
     if version is None:
         return None
     path = settings.encoders_dir / str(version)
@@ -182,6 +210,11 @@ def tuned_encoder(settings: Settings) -> tuple[Path, dict[str, Any]] | None:
             f"{ENCODER_MANIFEST} ({exc}); retrain it (childguard eval fine-tune) or set "
             "models.tuned_encoder to '' for the packaged weights") from exc
     return path, manifest
+
+
+def alias_for_base(alias: str, text_embedder: str) -> str:
+    """The key an alias is stored under for a base encoder (MiniLM keeps the bare name)."""
+    return alias if text_embedder == MINILM_NAME else f"{alias}@{Path(text_embedder).name}"
 
 
 def build_text_embedder(settings: Settings) -> TextEmbedder:

@@ -64,3 +64,28 @@ def test_alias_to_a_missing_encoder_is_loud(settings: Settings) -> None:
     (settings.encoders_dir / ENCODER_ALIASES).write_text(json.dumps({"default": "gone"}))
     with pytest.raises(ModelUnavailable, match="retrain it"):
         build_text_embedder(settings)
+
+
+def test_top_layers_only_and_aliases_kept_per_base(settings: Settings) -> None:
+    """A base given as a directory is tuned in its top block only (the config's
+    train_layers), aliased under its own key, and never read by a configuration with another
+    base (here the packaged MiniLM itself)."""
+    from sentence_transformers import SentenceTransformer
+
+    from childguard.models.embedders import packaged_minilm
+
+    base_dir, _ = packaged_minilm()
+    as_dir = settings.model_copy(update={"models": settings.models.model_copy(
+        update={"text_embedder": str(base_dir)})})
+    cfg = FineTuneConfig(epochs=1, batch_size=8, max_length=32, train_layers=1)
+    res = train_encoder(as_dir, [_set("c")], CODES, config=cfg, alias="default", log=False,
+                        progress=False)
+    aliases = json.loads((settings.encoders_dir / ENCODER_ALIASES).read_text())
+    assert aliases == {f"default@{base_dir.name}": res.version}
+    version = build_text_embedder(as_dir).model_version
+    assert version.startswith(f"{base_dir.name}-tuned") and version.endswith(f"@{res.version}")
+    assert "tuned" not in build_text_embedder(settings).model_version  # other base: untouched
+    before = SentenceTransformer(str(base_dir), device="cpu")[0].auto_model.state_dict()
+    after = SentenceTransformer(str(res.path), device="cpu")[0].auto_model.state_dict()
+    changed = {k for k in before if not np.allclose(before[k].numpy(), after[k].numpy())}
+    assert changed and all(k.startswith("encoder.layer.5.") for k in changed), sorted(changed)
