@@ -63,13 +63,13 @@ stop_one() {
 # cross-validation on train rows, scripts/experiments/finetune_cv.py). It is saved under the
 # data dir with alias `default`, which the embedder builder picks up; the probes below are
 # then trained on its embeddings. Without ../shared/datasets the packaged weights are used.
-# With another encoder configured (models.text_embedder, e.g. the opt-in embeddinggemma-300m,
-# which `models pull` fetches when selected) nothing is fine-tuned: its probes read it frozen.
+# Another encoder configured (models.text_embedder, e.g. embeddinggemma-300m, which `models
+# pull` fetches when selected) is fine-tuned the same way, in its top blocks (aliases are kept
+# per base encoder, so switching back and forth retrains nothing).
 ensure_encoder() {
   if "$BIN/python" -c "import sys; from childguard.settings import Settings; \
 from childguard.models.embedders import tuned_encoder; \
-s = Settings.load(); sys.exit(0 if (s.models.text_embedder != 'all-MiniLM-L6-v2' \
-or not s.models.tuned_encoder or tuned_encoder(s)) else 1)" \
+s = Settings.load(); sys.exit(0 if (not s.models.tuned_encoder or tuned_encoder(s)) else 1)" \
       2>/dev/null; then
     echo "text encoder present"
   elif [ -d ../shared/datasets ]; then

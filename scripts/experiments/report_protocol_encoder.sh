@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The report protocol of docs/evaluation.md with another probe encoder (frozen), without the
-# judge, thresholds written to a policy copy (never to the shipped calibration.yaml):
+# The report protocol of docs/evaluation.md with another probe encoder, without the judge,
+# thresholds written to a policy copy (never to the shipped calibration.yaml):
+#   0. with TUNE=1: the encoder fine-tuned on train splits only (v2 train, v1 train+dev; alias
+#      report, kept per base), else read frozen; INT8=1 quantizes it as the service would
 #   1. calib run (OpenAI train half + v2 calib; probes cross-fitted on the train sets)
 #   2. calibrate on it (recall 0.9, block FPR 0.01, gate recall 0.97)
 #   3. the report on the test splits (OpenAI test half, XSTest, v1 test, v2 test)
@@ -15,19 +17,25 @@ ENCODER=${ENCODER:-embeddinggemma-300m}
 OUT=${OUT:-runs/protocol-$ENCODER}
 mkdir -p "$OUT"
 export CHILDGUARD_MODELS__TEXT_EMBEDDER=$ENCODER CHILDGUARD_MODELS__TUNED_ENCODER=""
+[ "${INT8:-0}" = 1 ] && export CHILDGUARD_MODELS__TEXT_EMBEDDER_INT8=true
 OWN=evaluation_sets/child_safety_v1.jsonl V2=evaluation_sets/child_safety_v2.jsonl
+if [ "${TUNE:-0}" = 1 ]; then
+  [ -f "$OUT/fine-tune.json" ] || $CG eval fine-tune -d "$V2[train]" -d "$OWN[train,dev]" \
+    --alias report --quiet --json > "$OUT/fine-tune.json"
+  export CHILDGUARD_MODELS__TUNED_ENCODER=report
+fi
 POL="$OUT/policy/child_safety"
 if [ ! -d "$POL" ]; then
   mkdir -p "$OUT/policy" && cp -r policies/child_safety "$POL" && rm -f "$POL/calibration.yaml"
 fi
 TRAIN=(--train-probes openai_moderation_all --train-probes "$OWN[train]" --train-probes "$V2[train]" --cross-fit 5)
 [ -f "$OUT/calib.json" ] || $CG eval run -d 'openai_moderation[train]' -d "$V2[calib]" "${TRAIN[@]}" \
-  --policy "$POL" --judge none --run-name "$ENCODER-calib" --quiet --json > "$OUT/calib.json"
+  --policy "$POL" --judge none --run-name "${TAG:-$ENCODER}-calib" --quiet --json > "$OUT/calib.json"
 CAL=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['run_id'])" "$OUT/calib.json")
 [ -f "$OUT/calibrate.json" ] || $CG eval calibrate --run "$CAL" --policy "$POL" --recall 0.9 \
   --block-fpr 0.01 --gate-recall 0.97 -c sexual_minors -c grooming -c sextortion -c endangerment \
   --json > "$OUT/calibrate.json"
 [ -f "$OUT/report.json" ] || $CG eval run -d 'openai_moderation_all[test]' -d xstest -d "$OWN[test]" \
-  -d "$V2[test]" "${TRAIN[@]}" --policy "$POL" --judge none --run-name "report-$ENCODER-no-judge" \
+  -d "$V2[test]" "${TRAIN[@]}" --policy "$POL" --judge none --run-name "report-${TAG:-$ENCODER}-no-judge" \
   --quiet --json > "$OUT/report.json"
 echo "report: $(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['run_id'])" "$OUT/report.json")"
