@@ -13,6 +13,10 @@ from childguard.settings import Settings
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = (REPO / ".." / "shared" / "datasets").resolve()
 POLICIES = REPO / "policies"
+#: the text encoder wiring tests run on: the packaged all-MiniLM-L6-v2 (90 MB, in the venv), not
+#: the default EmbeddingGemma (1.2 GB, 2.5x slower); `make test` exports it for every settings
+#: object. tests/integration/test_default_encoder.py checks the default encoder itself.
+WIRING_ENCODER = "all-MiniLM-L6-v2"
 
 
 @pytest.fixture
@@ -23,7 +27,8 @@ def settings(tmp_path: Path) -> Settings:
     weights cache; unit tests must not see it, or "not pulled in this home" stops being true.
     """
     home = tmp_path / "home"
-    return Settings.load(home=home, policies_dir=POLICIES, models={"cache_dir": home / "models"})
+    return Settings.load(home=home, policies_dir=POLICIES,
+                         models={"cache_dir": home / "models", "text_embedder": WIRING_ENCODER})
 
 
 @pytest.fixture

@@ -92,20 +92,20 @@ class JudgeSettings(_Section):
 class ModelSettings(_Section):
     cache_dir: Path | None = Field(default=None, description="defaults to <home>/models")
     text_embedder: str = Field(
-        default="all-MiniLM-L6-v2",
-        description="the probes' sentence encoder: all-MiniLM-L6-v2 (packaged; fine-tuned when "
-        "tuned_encoder names one), embeddinggemma-300m (opt-in: `childguard models pull --name "
-        "embeddinggemma-300m`, 1.2 GB, Gemma Terms of Use; better on held-out data, slower: "
-        "docs/quality.md) or a sentence-transformers directory; retrain probes and recalibrate "
-        "when switching",
+        default="embeddinggemma-300m",
+        description="the probes' sentence encoder: embeddinggemma-300m (default: fetched by "
+        "`childguard models pull`, 1.2 GB, Gemma Terms of Use; fine-tuned in its top 4 blocks "
+        "by `make run`), all-MiniLM-L6-v2 (packaged with the code, 90 MB, Apache-2.0; "
+        "2.5x faster, weaker on held-out data: docs/quality.md) or a sentence-transformers "
+        "directory; retrain probes and recalibrate when switching",
     )
-    text_embedder_int8: bool = Field(
-        default=False,
-        description="int8 dynamic quantization of the text encoder's Linear layers: "
-        "EmbeddingGemma 1.65x faster per message on this CPU (152 -> 92 ms p50) at the same "
-        "held-out quality within the intervals (docs/experiments/"
-        "gemma_int8_ensembles_2026-12-07.json); the encoder's version says '+int8', so probes "
-        "must be trained with the same setting",
+    text_embedder_int8: bool | None = Field(
+        default=None,
+        description="int8 dynamic quantization of the text encoder's Linear layers; unset = "
+        "the encoder's default (on for EmbeddingGemma: 1.65x faster per message on this CPU, "
+        "152 -> 92 ms p50, the same held-out quality within the intervals, docs/experiments/"
+        "gemma_int8_ensembles_2026-12-07.json; off for MiniLM, not measured there); the "
+        "encoder's version says '+int8', so probes must be trained with the same setting",
     )
     age_features: bool = Field(
         default=True,

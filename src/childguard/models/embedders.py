@@ -102,8 +102,9 @@ class SentenceEmbedder(TextEmbedder):
         """`models.text_embedder` is 'all-MiniLM-L6-v2' (the packaged weights),
         'embeddinggemma-300m' (fetched by `models pull`) or a sentence-transformers directory;
         a fine-tuned encoder of that base (`models.tuned_encoder`) is used when one exists."""
-        int8 = settings.models.text_embedder_int8
         base = base_encoder(settings)
+        int8 = settings.models.text_embedder_int8
+        int8 = base.int8 if int8 is None else int8
         if (tuned := tuned_encoder(settings)) is not None:
             path, manifest = tuned
             return cls(path, label=f"{base.name}-tuned@{manifest['version']}",
@@ -147,13 +148,14 @@ class BaseEncoder:
     """The configured sentence encoder before any fine-tuning: its short name (what a tuned
     version's label starts with), directory, version label (what a fine-tuned encoder's
     manifest names as its base), encode batch size, and the layers fine-tuning trains by
-    default (None = all)."""
+    default (None = all), and whether it is int8-quantized unless configured."""
 
     name: str
     path: Path
     label: str
     batch_size: int = 32
     train_layers: int | None = None
+    int8: bool = False
 
 
 def base_encoder(settings: Settings) -> BaseEncoder:
@@ -169,7 +171,7 @@ def base_encoder(settings: Settings) -> BaseEncoder:
     if ref == EMBEDDING_GEMMA:
         # fetched from the package registry by `childguard models pull embeddinggemma-300m`
         return BaseEncoder(ref, model_path(settings, ref), f"{ref}@{spec(ref).sha256[:12]}",
-                           batch_size=8, train_layers=4)
+                           batch_size=8, train_layers=4, int8=True)
     path = Path(ref).expanduser()
     if path.is_dir():
         return BaseEncoder(path.name, path, f"{path.name}@{path}")

