@@ -27,6 +27,9 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def _settings(tmp: Path, **models: object) -> Settings:
+    """Settings on the packaged MiniLM unless a test names another encoder (the default
+    EmbeddingGemma is loaded by tests/integration/test_default_encoder.py)."""
+    models.setdefault("text_embedder", "all-MiniLM-L6-v2")
     return Settings(home=tmp, models=ModelSettings(**models))  # type: ignore[arg-type]
 
 
