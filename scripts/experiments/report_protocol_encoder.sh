@@ -39,3 +39,11 @@ CAL=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['run_id'])"
   -d "$V2[test]" "${TRAIN[@]}" --policy "$POL" --judge none --run-name "report-${TAG:-$ENCODER}-no-judge" \
   --quiet --json > "$OUT/report.json"
 echo "report: $(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['run_id'])" "$OUT/report.json")"
+# 4. with JUDGED=1: the judged row on v2 test + XSTest (the packaged llama.cpp judge; the policy
+#    copy's calibration.yaml decides how it is combined; ~45 min of judge calls beside nothing
+#    else, replayed from the stage cache when run again)
+if [ "${JUDGED:-0}" = 1 ]; then
+  [ -f "$OUT/judged.json" ] || $CG eval run -d xstest -d "$V2[test]" "${TRAIN[@]}" --policy "$POL" \
+    --run-name "report-${TAG:-$ENCODER}-judged-v2-xstest" --quiet --json > "$OUT/judged.json"
+  echo "judged: $(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['run_id'])" "$OUT/judged.json")"
+fi
