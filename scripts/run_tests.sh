@@ -13,7 +13,7 @@ if "$BIN/childguard" models --help >/dev/null 2>&1; then
 fi
 # wiring tests run on the packaged all-MiniLM-L6-v2 (tests/conftest.py WIRING_ENCODER); the pull
 # above fetched the default EmbeddingGemma, which tests/integration/test_default_encoder.py loads
-export CHILDGUARD_MODELS__TEXT_EMBEDDER=all-MiniLM-L6-v2
+export CHILDGUARD_MODELS__TEXT_EMBEDDER="$("$BIN/python" -c "from childguard.models.embedders import MINILM_NAME; print(MINILM_NAME)")"
 # PostgreSQL runs on dev machines and CI; start it if it was stopped (store tests need both backends)
 if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true

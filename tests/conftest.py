@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from childguard.models.embedders import MINILM_NAME
 from childguard.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,7 +17,7 @@ POLICIES = REPO / "policies"
 #: the text encoder wiring tests run on: the packaged all-MiniLM-L6-v2 (90 MB, in the venv), not
 #: the default EmbeddingGemma (1.2 GB, 2.5x slower); `make test` exports it for every settings
 #: object. tests/integration/test_default_encoder.py checks the default encoder itself.
-WIRING_ENCODER = "all-MiniLM-L6-v2"
+WIRING_ENCODER = MINILM_NAME
 
 
 @pytest.fixture

@@ -19,9 +19,16 @@ mkdir -p "$OUT"
 export CHILDGUARD_MODELS__TEXT_EMBEDDER=$ENCODER CHILDGUARD_MODELS__TUNED_ENCODER=""
 [ "${INT8:-0}" = 1 ] && export CHILDGUARD_MODELS__TEXT_EMBEDDER_INT8=true
 OWN=evaluation_sets/child_safety_v1.jsonl V2=evaluation_sets/child_safety_v2.jsonl
+# step NAME CMD...: run CMD unless $OUT/NAME.json exists; its output lands there only when CMD
+# succeeds (a killed step leaves no file, so a rerun repeats it instead of skipping it)
+step() {
+  local name=$1; shift
+  [ -f "$OUT/$name.json" ] && return 0
+  "$@" > "$OUT/$name.json.part" && mv "$OUT/$name.json.part" "$OUT/$name.json"
+}
 if [ "${TUNE:-0}" = 1 ]; then
-  [ -f "$OUT/fine-tune.json" ] || $CG eval fine-tune -d "$V2[train]" -d "$OWN[train,dev]" \
-    --alias report --quiet --json > "$OUT/fine-tune.json"
+  step fine-tune $CG eval fine-tune -d "$V2[train]" -d "$OWN[train,dev]" \
+    --alias report --quiet --json
   export CHILDGUARD_MODELS__TUNED_ENCODER=report
 fi
 POL="$OUT/policy/child_safety"
@@ -29,21 +36,21 @@ if [ ! -d "$POL" ]; then
   mkdir -p "$OUT/policy" && cp -r policies/child_safety "$POL" && rm -f "$POL/calibration.yaml"
 fi
 TRAIN=(--train-probes openai_moderation_all --train-probes "$OWN[train]" --train-probes "$V2[train]" --cross-fit 5)
-[ -f "$OUT/calib.json" ] || $CG eval run -d 'openai_moderation[train]' -d "$V2[calib]" "${TRAIN[@]}" \
-  --policy "$POL" --judge none --run-name "${TAG:-$ENCODER}-calib" --quiet --json > "$OUT/calib.json"
+step calib $CG eval run -d 'openai_moderation[train]' -d "$V2[calib]" "${TRAIN[@]}" \
+  --policy "$POL" --judge none --run-name "${TAG:-$ENCODER}-calib" --quiet --json
 CAL=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['run_id'])" "$OUT/calib.json")
-[ -f "$OUT/calibrate.json" ] || $CG eval calibrate --run "$CAL" --policy "$POL" --recall 0.9 \
+step calibrate $CG eval calibrate --run "$CAL" --policy "$POL" --recall 0.9 \
   --block-fpr 0.01 --gate-recall 0.97 -c sexual_minors -c grooming -c sextortion -c endangerment \
-  --json > "$OUT/calibrate.json"
-[ -f "$OUT/report.json" ] || $CG eval run -d 'openai_moderation_all[test]' -d xstest -d "$OWN[test]" \
+  --json
+step report $CG eval run -d 'openai_moderation_all[test]' -d xstest -d "$OWN[test]" \
   -d "$V2[test]" "${TRAIN[@]}" --policy "$POL" --judge none --run-name "report-${TAG:-$ENCODER}-no-judge" \
-  --quiet --json > "$OUT/report.json"
+  --quiet --json
 echo "report: $(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['run_id'])" "$OUT/report.json")"
 # 4. with JUDGED=1: the judged row on v2 test + XSTest (the packaged llama.cpp judge; the policy
 #    copy's calibration.yaml decides how it is combined; ~45 min of judge calls beside nothing
 #    else, replayed from the stage cache when run again)
 if [ "${JUDGED:-0}" = 1 ]; then
-  [ -f "$OUT/judged.json" ] || $CG eval run -d xstest -d "$V2[test]" "${TRAIN[@]}" --policy "$POL" \
-    --run-name "report-${TAG:-$ENCODER}-judged-v2-xstest" --quiet --json > "$OUT/judged.json"
+  step judged $CG eval run -d xstest -d "$V2[test]" "${TRAIN[@]}" --policy "$POL" \
+    --run-name "report-${TAG:-$ENCODER}-judged-v2-xstest" --quiet --json
   echo "judged: $(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['run_id'])" "$OUT/judged.json")"
 fi

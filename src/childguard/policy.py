@@ -235,10 +235,19 @@ class Policy:
     path: Path
     #: the policy's rules (`rules.yaml`, the recall floor); empty when the folder has none
     rules: RuleSet = field(default_factory=RuleSet)
+    #: the policy as written, when `calibration.yaml` replaced its thresholds, gate and
+    #: combiner (`policy_calibration.apply_calibration`); None for an uncalibrated policy
+    uncalibrated: Policy | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:
         return self.spec.id
+
+    def without_calibration(self) -> Policy:
+        """The policy with the thresholds, gate and combiner of policy.yaml. Calibrated
+        thresholds are fitted on the trained probes' scores: a pipeline without probes
+        compares other scores (the judge's) and must use the policy's own."""
+        return self.uncalibrated or self
 
     # -- rendering ----------------------------------------------------------------------
     def render_system(self) -> str:

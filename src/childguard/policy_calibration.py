@@ -156,7 +156,8 @@ def apply_calibration(policy: Policy, cal: Calibration | None) -> Policy:
             update={"combine": "stacked", "stacker": dict(cal.stacker)})
     spec = policy.spec.model_copy(update=update)
     tag = "cal" if cal.policy_version == policy.version else "stalecal"
-    return dataclasses.replace(policy, spec=spec, version=f"{policy.version}+{tag}{cal.digest}")
+    return dataclasses.replace(policy, spec=spec, version=f"{policy.version}+{tag}{cal.digest}",
+                               uncalibrated=policy.without_calibration())
 
 
 def load_calibrated_policy(policy_dir: Path) -> Policy:

@@ -89,9 +89,18 @@ class Pipeline:
         unavailable: Mapping[str, str] | None = None,
         stage_timeout_s: float | None = None,
         follow_active: bool = False,
+        calibrated: bool | None = None,
     ) -> None:
         self.settings = settings
         self.limits = settings.limits
+        self.probes = probes
+        #: decide on the thresholds of calibration.yaml (fitted on probe scores): True/False,
+        #: or None = exactly when probes are loaded (a Ray ingress holds no probes and passes
+        #: what its embedder deployment reports)
+        self._calibrated = calibrated
+        #: the policy as given (or as last promoted); `self.policy` is what decides
+        self._given_policy = policy
+        policy = self._thresholds_for_probes(policy)
         self.policy = policy
         self.judge = judge
         self.normalize = normalizer
@@ -105,7 +114,6 @@ class Pipeline:
         else:
             self.image_safety = tuple(image_safety)
         self.ocr = ocr
-        self.probes = probes
         self.gate_policy = gate_policy or ThresholdGate()
         self._combiner_given = combiner is not None
         self.combiner = combiner or COMBINERS[policy.spec.judge.combine]()
@@ -168,6 +176,8 @@ class Pipeline:
         if policy.id != self.policy.id:
             raise ValueError(f"this pipeline serves policy {self.policy.id!r}; received "
                              f"{policy.id!r}")
+        self._given_policy = policy
+        policy = self._thresholds_for_probes(policy)
         combiner = (self.combiner if self._combiner_given
                     else COMBINERS[policy.spec.judge.combine]())
         if self.judge is not None:
@@ -176,13 +186,27 @@ class Pipeline:
         self.combiner = combiner
         self.policy = policy
 
+    def _thresholds_for_probes(self, policy: Policy) -> Policy:
+        """`policy`, or its uncalibrated form when this pipeline decides without probes: the
+        calibrated thresholds (often near 0 for fine-tuned probes) would send every item the
+        judge scores to review."""
+        calibrated = self.probes is not None if self._calibrated is None else self._calibrated
+        if calibrated or policy.uncalibrated is None:
+            return policy
+        log.warning("no trained probes: policy %s decides on its own thresholds, not the "
+                    "calibrated ones", policy.id)
+        return policy.without_calibration()
+
     def use_probes(self, probes: ProbeModel) -> None:
         """Score text with `probes` from now on (evaluation swaps in out-of-fold probe sets).
         They must fit the text embedder, as at construction."""
         if self.text_embedder is not None:
             self._check_probe_embedder(probes, self.text_embedder)
+        had_probes = self.probes is not None
         self.probes = probes
         self.unavailable.pop("probes", None)
+        if not had_probes and self._given_policy is not self.policy:
+            self.use_policy(self._given_policy)  # the calibrated thresholds apply again
 
     def _check_probe_embedder(self, probes: ProbeModel, embedder: TextEmbedder) -> None:
         """Probes only mean something on the embedder they were trained on."""

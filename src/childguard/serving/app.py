@@ -510,15 +510,20 @@ class RayRunner:
 class Ingress:
     """HTTP ingress: the FastAPI app of `childguard.serving.api` on the RayBackend."""
 
-    def __init__(self, settings: Settings, policy: Policy, hash_matcher: Handle,
-                 embedder: Handle, judge: Handle,
-                 image_safety: Handle, models: Models = "real") -> None:
+    async def __init__(  # type: ignore[misc]  # Ray Serve supports async constructors
+        self, settings: Settings, policy: Policy, hash_matcher: Handle, embedder: Handle,
+        judge: Handle, image_safety: Handle, models: Models = "real",
+    ) -> None:
         from childguard.store.store import Store
 
         self.settings = settings
         self.models = models
         self.store = Store.from_settings(settings)
-        pipeline = bare_pipeline(settings, policy, follow_active=True)
+        # the decision is made here, on scores the embedder's probes made: the calibrated
+        # thresholds apply only when that deployment has probes (Pipeline `calibrated`)
+        remote = await embedder.info.remote()
+        pipeline = bare_pipeline(settings, policy, follow_active=True,
+                                 calibrated="probes" not in remote["unavailable"])
         self.backend = RayBackend(
             pipeline,
             {"hash_matcher": hash_matcher, "embedder": embedder, "judge": judge,

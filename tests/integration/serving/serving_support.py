@@ -57,20 +57,10 @@ def make_settings(home: Path) -> Settings:
     # small limits so the bad-input cases stay cheap to send
     limits = {"max_body_bytes": 4_000_000, "max_image_pixels": 1_000_000,
               "max_batch_items": 8, "max_context_messages": 5}
-    return Settings.load(home=home, policies_dir=uncalibrated_policies(home),
-                         judge={"backend": "reference"}, limits=limits)
-
-
-def uncalibrated_policies(home: Path) -> Path:
-    """The repo's policies without calibration.yaml: the shipped thresholds are fitted on the
-    default encoder's probe scores, while these tests train no probes and let the reference
-    judge score every item, so they decide on the policy's own thresholds."""
-    import shutil
-
-    dst = home / "policies"
-    if not dst.is_dir():
-        shutil.copytree(POLICIES, dst, ignore=shutil.ignore_patterns("calibration.yaml"))
-    return dst
+    # the repo's policies as shipped: these tests train no probes, so the pipelines decide on
+    # the policy's own thresholds, not the calibrated ones (Pipeline `calibrated`)
+    return Settings.load(home=home, policies_dir=POLICIES, judge={"backend": "reference"},
+                         limits=limits)
 
 
 def add_to_bank(settings: Settings, store: Store, image: Path) -> bool:

@@ -13,7 +13,12 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from childguard.errors import ModelUnavailable
-from childguard.models.embedders import OpenClipEmbedder, SentenceEmbedder, policy_concepts
+from childguard.models.embedders import (
+    MINILM_NAME,
+    OpenClipEmbedder,
+    SentenceEmbedder,
+    policy_concepts,
+)
 from childguard.models.image_safety import NudeNetDetector, OpenNsfwScorer
 from childguard.models.ocr import RapidOcr, usable_text
 from childguard.normalize import normalize_text
@@ -29,7 +34,7 @@ REPO = Path(__file__).resolve().parents[3]
 def _settings(tmp: Path, **models: object) -> Settings:
     """Settings on the packaged MiniLM unless a test names another encoder (the default
     EmbeddingGemma is loaded by tests/integration/test_default_encoder.py)."""
-    models.setdefault("text_embedder", "all-MiniLM-L6-v2")
+    models.setdefault("text_embedder", MINILM_NAME)
     return Settings(home=tmp, models=ModelSettings(**models))  # type: ignore[arg-type]
 
 
