@@ -20,18 +20,14 @@ from childguard.schema import Severity
 from childguard.settings import Settings
 from childguard.store.db import make_engine
 from childguard.store.migrate import migrate
+from sample_media import sample_video
 
 pytestmark = pytest.mark.integration
 
-ROOT = (Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets" / "videos"
-        / "vpdq_threatexchange" / "sample-videos").resolve()
 
 
 def _video(name: str) -> Path:
-    path = ROOT / f"{name}.mp4"
-    if not path.is_file():
-        pytest.skip(f"Meta's sample video {path} is missing (see ../shared/datasets/README.md)")
-    return path
+    return sample_video(name)
 
 
 @pytest.fixture(scope="module")

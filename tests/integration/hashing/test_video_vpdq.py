@@ -23,19 +23,15 @@ from childguard.hashing.video import (
     match_videos,
     parse_vpdq,
 )
+from sample_media import VPDQ_ROOT, sample_video
 
 pytestmark = pytest.mark.integration
 
-ROOT = (Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets" / "videos"
-        / "vpdq_threatexchange").resolve()
-VIDEOS, REFS = ROOT / "sample-videos", ROOT / "vpdq-sample-hashes"
+REFS = VPDQ_ROOT / "vpdq-sample-hashes"
 
 
 def _video(name: str) -> Path:
-    path = VIDEOS / f"{name}.mp4"
-    if not path.is_file():
-        pytest.skip(f"Meta's sample video {path} is missing (see ../shared/datasets/README.md)")
-    return path
+    return sample_video(name)
 
 
 @pytest.fixture(scope="module")

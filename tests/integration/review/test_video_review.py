@@ -31,20 +31,16 @@ from childguard.serving.api import _video_review_media
 from childguard.settings import Settings
 from childguard.store import Store
 from childguard.store.db import make_engine
+from sample_media import sample_video
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
-VIDEOS = (REPO / ".." / "shared" / "datasets" / "videos" / "vpdq_threatexchange"
-          / "sample-videos").resolve()
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def _video(name: str) -> bytes:
-    path = VIDEOS / f"{name}.mp4"
-    if not path.is_file():
-        pytest.skip(f"Meta's sample video {path} is missing (see ../shared/datasets/README.md)")
-    return path.read_bytes()
+    return sample_video(name).read_bytes()
 
 
 def _ann(ann_id: int, outcome: ReviewOutcome, minutes: int) -> dict[str, Any]:

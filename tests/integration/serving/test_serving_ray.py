@@ -20,6 +20,7 @@ from PIL import Image
 from serving_support import Served, add_to_bank, kodak
 
 from childguard.schema import Decision, Status, Verdict
+from sample_media import sample_video
 
 pytestmark = pytest.mark.integration
 
@@ -87,12 +88,7 @@ def test_image_item_runs_the_image_deployments(served: Served) -> None:
 def test_video_keyframes_run_the_image_deployments(served: Served) -> None:
     """A video's keyframes cross from the ingress to the image deployments (pickled with the
     prepared item) and every image signal names its frame."""
-    from pathlib import Path
-
-    clip = (Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets" / "videos" /
-            "vpdq_threatexchange" / "sample-videos" / "doorknob-hd-no-bar.mp4").resolve()
-    if not clip.is_file():
-        pytest.skip(f"Meta's sample video {clip} is missing (see ../shared/datasets/README.md)")
+    clip = sample_video("doorknob-hd-no-bar")
     resp = post(served, "/v1/classify",
                 files={"video": ("door.mp4", clip.read_bytes(), "video/mp4")})
     v = verdict_of(resp)

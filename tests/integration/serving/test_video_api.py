@@ -35,19 +35,15 @@ from childguard.store.db import make_engine
 from childguard.store.migrate import migrate
 from childguard.store.roles import Role
 from childguard.store.store import Store
+from sample_media import sample_video
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
-VIDEOS = (REPO / ".." / "shared" / "datasets" / "videos" / "vpdq_threatexchange"
-          / "sample-videos").resolve()
 
 
 def _video(name: str) -> bytes:
-    path = VIDEOS / f"{name}.mp4"
-    if not path.is_file():
-        pytest.skip(f"Meta's sample video {path} is missing (see ../shared/datasets/README.md)")
-    return path.read_bytes()
+    return sample_video(name).read_bytes()
 
 
 def _encoded(width: int, height: int, frames: int = 1, fmt: str = "mp4",
