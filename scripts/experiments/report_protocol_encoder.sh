@@ -2,7 +2,8 @@
 # The report protocol of docs/evaluation.md with another probe encoder, without the judge,
 # thresholds written to a policy copy (never to the shipped calibration.yaml):
 #   0. with TUNE=1: the encoder fine-tuned on train splits only (v2 train, v1 train+dev; alias
-#      report, kept per base), else read frozen; INT8=1 quantizes it as the service would
+#      report, kept per base; TRAIN_LAYERS=N trains its top N blocks instead of the base's
+#      default), else read frozen; INT8=1 quantizes it as the service would
 #   1. calib run (OpenAI train half + v2 calib; probes cross-fitted on the train sets)
 #   2. calibrate on it (recall 0.9, block FPR 0.01, gate recall 0.97)
 #   3. the report on the test splits (OpenAI test half, XSTest, v1 test, v2 test)
@@ -28,7 +29,7 @@ step() {
 }
 if [ "${TUNE:-0}" = 1 ]; then
   step fine-tune $CG eval fine-tune -d "$V2[train]" -d "$OWN[train,dev]" \
-    --alias report --quiet --json
+    ${TRAIN_LAYERS:+--train-layers "$TRAIN_LAYERS"} --alias report --quiet --json
   export CHILDGUARD_MODELS__TUNED_ENCODER=report
 fi
 POL="$OUT/policy/child_safety"

@@ -280,6 +280,10 @@ def summary_table(rows: Sequence[RunRow]) -> str:
     line("p50 latency in process: all / items the judge did not see",
          lambda m: " / ".join("n/a" if v is None else f"{v:.0f} ms" for v in
                               (_get(m, "latency_p50_ms"), _get(m, "latency_p50_unjudged_ms"))))
+    line("p50 in process, items the judge did not see: v2 / XSTest / OAI",
+         lambda m: " / ".join(
+             "n/a" if (v := _get(m, (p := pre(m, f)) and f"{p}.latency_p50_unjudged_ms")) is None
+             else f"{v:.0f} ms" for f in (v2, XSTEST, OPENAI)))
     line("judge call rate: v2 / XSTest / OAI",
          lambda m: " / ".join(_fmt(_get(m, (p := pre(m, f)) and f"{p}.judge_call_rate"), 2)
                               for f in (v2, XSTEST, OPENAI)))

@@ -163,13 +163,17 @@ def test_readme_summary_block_is_generated_from_runs() -> None:
                            "child_safety_v2:test.items": 360.0,
                            "child_safety_v2:test.any.recall": 0.942,
                            "child_safety_v2:test.grooming.recall": 0.875,
-                           "child_safety_v2:test.judge_call_rate": 0.0})
+                           "child_safety_v2:test.judge_call_rate": 0.0,
+                           "child_safety_v2:test.latency_p50_unjudged_ms": 55.4,
+                           "xstest.latency_p50_unjudged_ms": 38.0})
     b = _run("bbbbbbbb2", {"xstest.items": 250.0, "xstest.any.fpr": 0.02})
     table = summary_table([a, b])
     assert "| test split | name-aaaaaaaa1 `aaaaaaaa` | name-bbbbbbbb2 `bbbbbbbb` |" in table
     assert "| XSTest safe prompts flagged | 11.6% [8, 16] | 2.0% |" in table
     assert "0.88 / n/a / n/a" in table  # grooming / sextortion / endangerment recall
     assert "| child_safety_v2: violating flagged | 94.2% | n/a |" in table
+    assert ("| p50 in process, items the judge did not see: v2 / XSTest / OAI "
+            "| 55 ms / 38 ms / n/a | n/a / n/a / n/a |") in table
     doc = f"intro\n{README_START}\nold table\n{README_END}\nafter\n"
     out = replace_readme_block(doc, table, "childguard eval table aaaaaaaa1 --readme README.md")
     assert out.startswith("intro\n") and out.endswith(f"{README_END}\nafter\n")
