@@ -223,6 +223,7 @@ def load_probes(settings: Settings, text_embedder: TextEmbedder) -> ProbeModel |
         loaded = ProbeSet.load_default(settings, embedder=key)
         if loaded is not None:
             return loaded
-    log.warning("no trained probes for text embedder %s in %s; the gate judges everything",
+    log.warning("no trained probes for text embedder %s in %s; the gate judges everything "
+                "and the policy's own thresholds decide, not calibration.yaml's",
                 text_embedder.model_version, settings.probes_dir)
     return None

@@ -191,11 +191,9 @@ class Pipeline:
         calibrated thresholds (often near 0 for fine-tuned probes) would send every item the
         judge scores to review."""
         calibrated = self.probes is not None if self._calibrated is None else self._calibrated
-        if calibrated or policy.uncalibrated is None:
-            return policy
-        log.warning("no trained probes: policy %s decides on its own thresholds, not the "
-                    "calibrated ones", policy.id)
-        return policy.without_calibration()
+        # no log here: every Ray deployment holds a pipeline, most without probes;
+        # `assembly.load_probes` warns once where probes are missing
+        return policy if calibrated else policy.without_calibration()
 
     def use_probes(self, probes: ProbeModel) -> None:
         """Score text with `probes` from now on (evaluation swaps in out-of-fold probe sets).
