@@ -7,7 +7,8 @@ Why: Gemma alone flags 19% of the v2 test look-alikes at the 95% bar, MiniLM 34%
 disagree on a look-alike, requiring both (or averaging them) may flag fewer benign messages at
 the same recall. Combinations: each alone; LR on the concatenated embeddings; the mean of the
 two probabilities; their minimum (flag only when both agree); and the MiniLM screen in front of
-Gemma (`screen_estimate.py`: Gemma skipped under a MiniLM bar at 99.5% calib recall).
+Gemma (Gemma skipped under a MiniLM bar at 99.5% calib recall; this script replaced the
+screen-only estimate that came before it).
 
     PYTHONPATH=scripts/experiments .venv/bin/python scripts/experiments/ensemble_estimate.py \
         --out runs/enc-holdout [--second gemma8]
