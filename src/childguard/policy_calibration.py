@@ -38,6 +38,10 @@ class Targets(BaseModel):
                              description="largest share of non-violating items blocked")
     gate_recall: float = Field(default=0.99, gt=0.0, lt=1.0,
                                description="share of violating items the gate sends to the judge")
+    review_fpr: float | None = Field(
+        default=None, gt=0.0, lt=1.0,
+        description="review budget: largest share of a category's non-violating items it may "
+        "flag; where the recall target needs more, the budget wins and the report says so")
 
 
 class CategoryCalibration(BaseModel):

@@ -355,6 +355,10 @@ def calibrate_cmd(
                                     help="largest share of non-violating items blocked"),
     gate_recall: float = typer.Option(0.99, "--gate-recall",
                                       help="share of violating items the gate sends on"),
+    review_fpr: float | None = typer.Option(
+        None, "--review-fpr", help="review budget: largest share of a category's non-violating "
+        "calib items it may flag; where --recall needs more, the budget wins (the report says "
+        "so). Default: none"),
     calib_fraction: float = typer.Option(0.5, "--calib-fraction",
                                          help="share of items (without a split) used to fit"),
     category: list[str] = typer.Option(
@@ -385,7 +389,8 @@ def calibrate_cmd(
 
     settings = get_settings(ctx)
     try:
-        targets = Targets(recall=recall, block_fpr=block_fpr, gate_recall=gate_recall)
+        targets = Targets(recall=recall, block_fpr=block_fpr, gate_recall=gate_recall,
+                          review_fpr=review_fpr)
     except ValueError as exc:
         raise UserError(f"invalid targets: {exc}") from exc
     if not 0.0 < calib_fraction < 1.0:
@@ -431,6 +436,7 @@ def calibrate_cmd(
                          "policy_version": base_policy.version})
         tracking.log_params({"recall_target": recall, "block_fpr_target": block_fpr,
                              "gate_recall_target": gate_recall, "calib_fraction": calib_fraction,
+                             "review_fpr_target": review_fpr,
                              "policy_id": base_policy.id, "policy_version": base_policy.version,
                              "categories": ",".join(category) or "all",
                              "written_to": str(written or "")})

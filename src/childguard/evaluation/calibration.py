@@ -89,6 +89,14 @@ def lower_threshold(pos_scores: Sequence[float] | np.ndarray, target: float) -> 
     return ConformalThreshold(t, 1.0 - k / (n + 1), n, True)
 
 
+def coverage_at(pos_scores: Sequence[float] | np.ndarray, threshold: float) -> float:
+    """The recall a threshold guarantees on new positives (split conformal): with j of n calib
+    positives below it, P(new positive score >= threshold) >= 1 - (j + 1) / (n + 1)."""
+    s = np.asarray(pos_scores, dtype=float)
+    j = int(np.sum(s < threshold))
+    return max(0.0, 1.0 - (j + 1) / (s.size + 1))
+
+
 def upper_threshold(neg_scores: Sequence[float] | np.ndarray,
                     max_rate: float) -> ConformalThreshold:
     """Smallest t with P(new negative score >= t) <= max_rate (split conformal)."""
@@ -191,6 +199,15 @@ def calibrate(
         hi = upper_threshold(s[y == 0], targets.block_fpr)
         block = hi.threshold
         review = lo.threshold
+        budget_binds = False
+        if targets.review_fpr is not None:
+            budget = upper_threshold(s[y == 0], targets.review_fpr)
+            if budget.attainable and budget.threshold > review:
+                review, budget_binds = budget.threshold, True
+                lo = ConformalThreshold(
+                    review, coverage_at(s[y == 1], review), lo.n, False,
+                    f"review budget {targets.review_fpr} binds: recall target {targets.recall} "
+                    "not kept")
         if review >= block:  # recall already needs a lower bar than blocking: keep review below
             review = max(min(review, block) * 0.999, _MIN_THRESHOLD)
         if review >= block:  # block at the floor: nothing sensible to separate
@@ -201,6 +218,7 @@ def calibrate(
             "review": cats[code].review, "block": cats[code].block,
             "previous": current[code].model_dump(),
             "guaranteed_recall": lo.guaranteed, "recall_attainable": lo.attainable,
+            "review_budget_binds": budget_binds,
             "guaranteed_block_fpr": (1.0 - hi.guaranteed) if hi.attainable else math.nan,
             "block_attainable": hi.attainable,
             "calib_recall": _rate(s[y == 1] >= cats[code].review),

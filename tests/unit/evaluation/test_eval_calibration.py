@@ -137,3 +137,39 @@ def test_nan_free_report_yaml(tmp_path: Path) -> None:
     text = write_calibration(cal, pdir).read_text()
     assert "nan" not in text.lower()
     assert not math.isnan(load_calibration(pdir).categories["sexual_minors"].review)  # type: ignore[union-attr]
+
+
+def _separable(scores_pos: list[float], scores_neg: list[float]) -> list[Prediction]:
+    """Calib predictions for sexual_minors with the given scores (split 'calib')."""
+    return [Prediction(id=f"{lab}{i}", dataset="synthetic", labels={"sexual_minors": lab},
+                       scores={"sexual_minors": sc}, category_decisions={}, decision="allow",
+                       status="ok", judged=False, latency_ms=1.0, split="calib")
+            for lab, scores in ((1, scores_pos), (0, scores_neg))
+            for i, sc in enumerate(scores)]
+
+
+def test_a_review_budget_caps_the_flagged_share_and_says_so() -> None:
+    policy = load_policy(POLICY_DIR)
+    # 40 positives, six of them scored like the negatives: recall 0.9 needs the 4th lowest
+    # (0.02) as the bar, which flags 30% of the 100 negatives (0.02 .. 0.05)
+    pos = [0.005, 0.01, 0.015, 0.02, 0.025, 0.03, *np.linspace(0.6, 0.99, 34).tolist()]
+    neg = [0.001] * 70 + np.linspace(0.02, 0.05, 30).tolist()
+    preds = _separable(pos, neg)
+    free = calibrate(preds, policy, Targets(recall=0.9), categories=["sexual_minors"])
+    e = free.report["categories"]["sexual_minors"]
+    assert free.categories["sexual_minors"].review == pytest.approx(0.02)
+    assert e["review_budget_binds"] is False and e["calib_review_rate"] > 0.3
+    capped = calibrate(preds, policy, Targets(recall=0.9, review_fpr=0.05),
+                       categories=["sexual_minors"])
+    e = capped.report["categories"]["sexual_minors"]
+    assert e["review_budget_binds"] is True and not e["recall_attainable"]
+    assert "review budget" in e["note"]
+    review = capped.categories["sexual_minors"].review
+    assert sum(s >= review for s in neg) <= 5  # at most 5% of the negatives
+    assert e["calib_recall"] == pytest.approx(34 / 40)
+    assert e["guaranteed_recall"] == pytest.approx(1 - 7 / 41)
+    # a budget the recall bar already keeps changes nothing
+    loose = calibrate(preds, policy, Targets(recall=0.9, review_fpr=0.5),
+                      categories=["sexual_minors"])
+    assert loose.categories == free.categories
+    assert loose.report["categories"]["sexual_minors"]["review_budget_binds"] is False
