@@ -40,8 +40,9 @@ class Targets(BaseModel):
                                description="share of violating items the gate sends to the judge")
     review_fpr: float | None = Field(
         default=None, gt=0.0, lt=1.0,
-        description="review budget: largest share of a category's non-violating items it may "
-        "flag; where the recall target needs more, the budget wins and the report says so")
+        description="review budget: largest share of the items that violate nothing a "
+        "category may flag; where the recall target needs more, the budget wins and the "
+        "report says so")
 
 
 class CategoryCalibration(BaseModel):

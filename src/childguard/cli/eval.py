@@ -356,8 +356,8 @@ def calibrate_cmd(
     gate_recall: float = typer.Option(0.99, "--gate-recall",
                                       help="share of violating items the gate sends on"),
     review_fpr: float | None = typer.Option(
-        None, "--review-fpr", help="review budget: largest share of a category's non-violating "
-        "calib items it may flag; where --recall needs more, the budget wins (the report says "
+        None, "--review-fpr", help="review budget: largest share of the calib items that violate "
+        "nothing a category may flag; where --recall needs more, the budget wins (the report says "
         "so). Default: none"),
     calib_fraction: float = typer.Option(0.5, "--calib-fraction",
                                          help="share of items (without a split) used to fit"),

@@ -168,6 +168,15 @@ def test_a_review_budget_caps_the_flagged_share_and_says_so() -> None:
     assert sum(s >= review for s in neg) <= 5  # at most 5% of the negatives
     assert e["calib_recall"] == pytest.approx(34 / 40)
     assert e["guaranteed_recall"] == pytest.approx(1 - 7 / 41)
+    # messages violating another category do not spend the budget
+    other = [Prediction(id=f"g{i}", dataset="synthetic",
+                        labels={"sexual_minors": 0, "grooming": 1},
+                        scores={"sexual_minors": 0.045}, category_decisions={},
+                        decision="allow", status="ok", judged=False, latency_ms=1.0,
+                        split="calib") for i in range(30)]
+    with_other = calibrate(preds + other, policy, Targets(recall=0.9, review_fpr=0.05),
+                           categories=["sexual_minors"])
+    assert with_other.categories["sexual_minors"].review == review
     # a budget the recall bar already keeps changes nothing
     loose = calibrate(preds, policy, Targets(recall=0.9, review_fpr=0.5),
                       categories=["sexual_minors"])
