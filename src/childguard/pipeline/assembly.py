@@ -57,6 +57,7 @@ def build_pipeline(
     with_judge: bool = True,
     models: Models = "real",
     follow_active: bool | None = None,
+    calibrated: bool | None = None,
 ) -> Pipeline:
     """Build every component not given from `settings`; `models="reference"` builds the
     deterministic reference models instead (tests, demos, the serving benchmark), as the Ray
@@ -69,7 +70,8 @@ def build_pipeline(
     `with_judge=False` leaves the LLM stage out (evaluation's `--judge none`): the verdict
     then rests on hashes and probes, and an item they cannot score goes to review.
     `follow_active` (default: when the policy comes from settings) makes the pipeline follow
-    promotions and rollbacks of its policy (`policy_versions.ActiveFollower`).
+    promotions and rollbacks of its policy (`policy_versions.ActiveFollower`). `calibrated`
+    (default: when probes are loaded) decides on calibration.yaml's thresholds.
     """
     from childguard.normalize import normalize_text
 
@@ -114,6 +116,7 @@ def build_pipeline(
         probe_context_messages=probe_context_messages,
         unavailable=unavailable,
         follow_active=follow_active,
+        calibrated=calibrated,
     )
 
 

@@ -57,7 +57,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     keys = {name: store.create_key(name, role)[1] for name, role in
             (("alice", Role.POLICY_AUTHOR), ("bob", Role.POLICY_AUTHOR),
              ("svc", Role.SERVICE))}
-    pipeline = build_pipeline(settings, models="reference")  # follows the active version
+    # follows the active version; decides as a service with trained probes does, on
+    # calibration.yaml's thresholds (the reference models train none)
+    pipeline = build_pipeline(settings, models="reference", calibrated=True)
     app = create_api(settings, store, PipelineBackend(pipeline),
                      workbench=build_workbench(settings, store, "reference"))
     port = _free_port()

@@ -71,7 +71,9 @@ def test_draft_edit_validate_promote_follow_rollback(env) -> None:  # type: igno
     assert new_version and new_version != shipped.version
 
     # the service pipeline (reference models) follows the active version
-    pipeline = build_pipeline(settings, models="reference")
+    # follows the active version; decides as a service with trained probes does, on
+    # calibration.yaml's thresholds (the reference models train none)
+    pipeline = build_pipeline(settings, models="reference", calibrated=True)
     item = ContentItem(text="what time is practice on saturday?")
     assert pipeline.classify(item).policy_version == shipped.version
 
