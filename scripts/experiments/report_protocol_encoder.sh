@@ -20,6 +20,10 @@ mkdir -p "$OUT"
 export CHILDGUARD_MODELS__TEXT_EMBEDDER=$ENCODER CHILDGUARD_MODELS__TUNED_ENCODER=""
 [ "${INT8:-0}" = 1 ] && export CHILDGUARD_MODELS__TEXT_EMBEDDER_INT8=true
 OWN=evaluation_sets/child_safety_v1.jsonl V2=evaluation_sets/child_safety_v2.jsonl
+# V2_TRAIN=<an earlier build of child_safety_v2.jsonl>: fine-tune and train probes on that
+# build's train split (its calib and test splits are the current ones), to measure what a new
+# train part adds against the same calib items; CALIB_ONLY=1 stops after calibrating
+V2_TRAIN=${V2_TRAIN:-$V2}
 # step NAME CMD...: run CMD unless $OUT/NAME.json exists; its output lands there only when CMD
 # succeeds (a killed step leaves no file, so a rerun repeats it instead of skipping it)
 step() {
@@ -28,7 +32,7 @@ step() {
   "$@" > "$OUT/$name.json.part" && mv "$OUT/$name.json.part" "$OUT/$name.json"
 }
 if [ "${TUNE:-0}" = 1 ]; then
-  step fine-tune $CG eval fine-tune -d "$V2[train]" -d "$OWN[train,dev]" \
+  step fine-tune $CG eval fine-tune -d "$V2_TRAIN[train]" -d "$OWN[train,dev]" \
     ${TRAIN_LAYERS:+--train-layers "$TRAIN_LAYERS"} --alias report --quiet --json
   export CHILDGUARD_MODELS__TUNED_ENCODER=report
 fi
@@ -36,13 +40,14 @@ POL="$OUT/policy/child_safety"
 if [ ! -d "$POL" ]; then
   mkdir -p "$OUT/policy" && cp -r policies/child_safety "$POL" && rm -f "$POL/calibration.yaml"
 fi
-TRAIN=(--train-probes openai_moderation_all --train-probes "$OWN[train]" --train-probes "$V2[train]" --cross-fit 5)
+TRAIN=(--train-probes openai_moderation_all --train-probes "$OWN[train]" --train-probes "$V2_TRAIN[train]" --cross-fit 5)
 step calib $CG eval run -d 'openai_moderation[train]' -d "$V2[calib]" "${TRAIN[@]}" \
   --policy "$POL" --judge none --run-name "${TAG:-$ENCODER}-calib" --quiet --json
 CAL=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['run_id'])" "$OUT/calib.json")
 step calibrate $CG eval calibrate --run "$CAL" --policy "$POL" --recall 0.9 \
   --block-fpr 0.01 --gate-recall 0.97 -c sexual_minors -c grooming -c sextortion -c endangerment \
   --json
+[ "${CALIB_ONLY:-0}" = 1 ] && exit 0
 step report $CG eval run -d 'openai_moderation_all[test]' -d xstest -d "$OWN[test]" \
   -d "$V2[test]" "${TRAIN[@]}" --policy "$POL" --judge none --run-name "report-${TAG:-$ENCODER}-no-judge" \
   --quiet --json
