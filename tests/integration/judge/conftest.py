@@ -3,7 +3,6 @@ OpenAI-compatible server (`python -m llama_cpp.server`) on 127.0.0.1 for the cli
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 from childguard.models import weights
 from childguard.policy import Policy, load_policy
 from childguard.settings import Settings
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -42,17 +42,11 @@ def judge_gguf(weights_settings: Settings) -> Callable[[str], Path]:
     return lambda name: gguf(weights_settings, name)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def llama_server(weights_settings: Settings) -> Iterator[str]:
     """A real llama_cpp.server with the 0.5B wiring model; yields its /v1 base URL."""
     model = gguf(weights_settings, weights.WIRING_0_5B)
-    port = _free_port()
+    port = free_port()
     log = open(Path("/tmp") / f"childguard-judge-server-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model),

@@ -18,7 +18,6 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -47,6 +46,7 @@ from childguard.schema import (
     Verdict,
 )
 from childguard.settings import Settings
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 POLICIES = REPO / "policies"
@@ -60,12 +60,6 @@ TEST_CREDS = Credentials(
     secret_key="review-test-django-secret-key-not-for-production",
 )
 TEMPLATE = Path.home() / ".cache" / "childguard" / f"labelstudio-template-{LABEL_STUDIO_VERSION}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _build_template() -> None:

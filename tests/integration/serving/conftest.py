@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from serving_support import Served, add_to_bank, free_port, kodak, make_settings
+from serving_support import Served, add_to_bank, kodak, make_settings
 
 from childguard.store.roles import Role
 from childguard.store.store import Store
+from ports import free_port
 
 
 @pytest.fixture(scope="module")

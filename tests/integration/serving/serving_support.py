@@ -12,7 +12,6 @@ without any harmful material.
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,22 +25,6 @@ REPO = Path(__file__).resolve().parents[3]
 POLICIES = REPO / "policies"
 IMAGES = (REPO / ".." / "shared" / "datasets" / "images").resolve()
 BANK = "cg-test-bank"
-
-
-def free_port() -> int:
-    """A free port below the kernel's ephemeral range (32768+) and above Ray's worker ports
-    (10002-19999): Ray's own processes bind ephemeral ports while Serve starts, and one of
-    them once took the port a test had picked from that range (the proxy then failed to bind)."""
-    import random
-
-    for port in random.sample(range(20000, 32000), 200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
 
 
 def kodak(n: int) -> Path:

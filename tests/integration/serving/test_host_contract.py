@@ -22,13 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
-from serving_support import add_to_bank, free_port, kodak, make_settings
+from serving_support import add_to_bank, kodak, make_settings
 
 from childguard.pipeline import Pipeline, build_pipeline
 from childguard.schema import ContentItem, Decision, Status, Verdict
 from childguard.settings import Settings
 from childguard.store.roles import Role
 from childguard.store.store import Store
+from ports import free_port
 
 pytestmark = pytest.mark.integration
 

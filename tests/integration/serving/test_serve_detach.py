@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from serving_support import free_port
 
 from childguard.cli.processes import session_members
+from ports import free_port
 
 pytestmark = pytest.mark.integration
 
