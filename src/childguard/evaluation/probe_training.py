@@ -169,10 +169,12 @@ def _embed(embedder: Any, texts: list[str], *, progress: bool, batch: int = 64) 
 
     from tqdm import tqdm
 
+    # a stage-cached embedder stores no per-item time for training batches (CachedEmbedder)
+    embed = getattr(embedder, "embed_bulk", None) or embedder.embed_texts
     parts = []
     for i in tqdm(range(0, len(texts), batch), file=sys.stderr, disable=not progress,
                   desc="embed", unit="batch"):
-        parts.append(np.asarray(embedder.embed_texts(texts[i:i + batch]), dtype=np.float64))
+        parts.append(np.asarray(embed(texts[i:i + batch]), dtype=np.float64))
     return np.vstack(parts)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -148,10 +149,38 @@ def test_embeddings_replay(tmp_path: Path) -> None:
     assert emb.model_version == inner.model_version and emb.dim == 4
     a = emb.embed_texts(["alpha", "beta", "alpha"])
     b = emb.embed_texts(["beta", "gamma", "alpha"])
-    assert inner.texts == ["alpha", "beta", "alpha", "gamma"]
+    assert inner.texts == ["alpha", "beta", "gamma"]  # a text repeated in one call: once
     np.testing.assert_allclose(a[0], b[2])
     np.testing.assert_allclose(a[1], b[0])
+    np.testing.assert_allclose(a[0], a[2])
     assert emb.embed_texts([]).shape == (0, 4)
+
+
+class SlowEmbedder(CountingEmbedder):
+    """Takes 30 ms per call whatever its size, so a batch's mean per text is not an item's cost."""
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        time.sleep(0.03)
+        return super().embed_texts(texts)
+
+
+def test_a_bulk_embedding_is_measured_again_when_an_item_uses_it(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path / "c.sqlite")
+    inner = SlowEmbedder()
+    emb = CachedEmbedder(inner, cache)
+    texts = [f"training text {i}" for i in range(10)]
+    bulk = emb.embed_bulk(texts)  # one 30 ms call for ten texts: 3 ms each if averaged
+    assert cache.take_replayed_ms() == 0.0
+    one = emb.embed_texts([texts[3]])  # an item's call: embedded again, alone, and timed
+    assert inner.texts[-1] == texts[3] and len(inner.texts) == 11
+    np.testing.assert_allclose(one[0], bulk[3])
+    assert cache.take_replayed_ms() == 0.0  # measured now, not replayed
+    again = emb.embed_texts([texts[3]])  # replayed, with the time measured alone
+    assert len(inner.texts) == 11
+    np.testing.assert_allclose(again[0], bulk[3])
+    assert cache.take_replayed_ms() >= 25.0
+    emb.embed_bulk(texts)  # bulk reads every vector, measured or not, and embeds nothing
+    assert len(inner.texts) == 11 and cache.take_replayed_ms() == 0.0
 
 
 def _tiny_set() -> EvalDataset:
