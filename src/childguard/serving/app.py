@@ -593,11 +593,20 @@ def start_local(settings: Settings, args: AppArgs | None = None, *, num_cpus: in
 
     host = host or settings.serve.host
     port = port or settings.serve.port
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                  namespace=APP_NAME, configure_logging=False, log_to_driver=log_to_driver)
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(compose(settings, args), name=APP_NAME, route_prefix="/", blocking=False)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(compose(settings, args), name=APP_NAME, route_prefix="/", blocking=False)
+    except BaseException:
+        # a failed start (e.g. Ray's HTTP proxy not up within its 60 s on a loaded machine)
+        # must not leave a half-started Serve behind: the next start_local in this process
+        # would attach to it and silently keep its old port
+        if started:
+            stop_local()
+        raise
     return f"http://{host}:{port}"
 
 
