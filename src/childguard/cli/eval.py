@@ -445,6 +445,9 @@ def calibrate_cmd(
             for k, v in e.items():
                 if isinstance(v, int | float) and not isinstance(v, bool):
                     flat[f"{code}.{k}"] = float(v)
+            if spread := e.get("review_spread"):
+                flat[f"{code}.review_bar_p05"], flat[f"{code}.review_bar_p95"] = \
+                    spread["bar_p05_p95"]
         for k, v in cal.report.get("gate", {}).items():
             if isinstance(v, int | float) and not isinstance(v, bool):
                 flat[f"gate.{k}"] = float(v)
@@ -471,10 +474,20 @@ def calibrate_cmd(
                    f"holdout recall {_fmt(e['holdout_recall'])}  "
                    f"holdout block FPR {_fmt(e['holdout_block_fpr'])}  "
                    f"holdout flag rate {_fmt(e['holdout_flag_rate'])}"
+                   + _spread_text(e.get("review_spread"))
                    + (f"  [{e['note']}]" if e.get("note") else ""))
     g = cal.report.get("gate", {})
     typer.echo(f"  gate: {g}")
     typer.echo(f"written to {written}" if written else "dry run: nothing written")
+
+
+def _spread_text(spread: dict[str, list[float]] | None) -> str:
+    """The review bar's bootstrap spread, as `eval calibrate` prints it beside the bar."""
+    if not spread:
+        return ""
+    (lo, hi), (r_lo, r_hi) = spread["bar_p05_p95"], spread["calib_review_rate_at"]
+    return (f"  review bar 90% range {lo:.4g}-{hi:.4g} (flags {_fmt(r_hi)}-{_fmt(r_lo)} of "
+            "calib)")
 
 
 @app.command("fine-tune")

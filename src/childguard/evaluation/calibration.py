@@ -233,6 +233,10 @@ def calibrate(
             "holdout_review_rate": _rate((sh >= cats[code].review) & (sh < cats[code].block)),
             "holdout_flag_rate": _rate(sh >= cats[code].review),
         })
+        if lo.attainable and not budget_binds:
+            # the bar the recall target alone gives (review may end lower, below block)
+            entry["review_spread"] = {"recall_bar": round(lo.threshold, 6),
+                                      **bar_spread(s[y == 1], s, targets.recall)}
         notes = [n for n in (lo.note, hi.note) if n]
         if notes:
             entry["note"] = "; ".join(notes)
@@ -257,6 +261,24 @@ def calibrate(
         policy_id=policy.id, policy_version=policy.version, created_at=datetime.now(UTC),
         source_run=source_run, targets=targets, categories=cats, gate=gate, report=report,
     )
+
+
+def bar_spread(pos_scores: np.ndarray, all_scores: np.ndarray, target: float, *,
+               draws: int = 500, seed: int = 0) -> dict[str, list[float]]:
+    """How far the review bar moves when the calib positives are resampled (bootstrap, 5th and
+    95th percentile), and the share of calib items each end would flag.
+
+    Why: a bar at recall 0.9 is the 2nd-3rd lowest of 20-40 positives, so one positive more or
+    less moves it a lot (a rerun of the same encoder moved sexual_minors 0.033 -> 0.013 and
+    the look-alikes flagged on test 19% -> 24%); the spread says so before it ships."""
+    rng = np.random.default_rng(seed)
+    pos = np.asarray(pos_scores, dtype=float)
+    bars = np.array([lower_threshold(rng.choice(pos, pos.size), target).threshold
+                     for _ in range(draws)])
+    lo, hi = (float(np.quantile(bars, q)) for q in (0.05, 0.95))
+    scores = np.asarray(all_scores, dtype=float)
+    return {"bar_p05_p95": [round(lo, 6), round(hi, 6)],
+            "calib_review_rate_at": [_rate(scores >= lo), _rate(scores >= hi)]}
 
 
 def _rate(mask: np.ndarray) -> float:

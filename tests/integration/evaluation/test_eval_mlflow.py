@@ -140,6 +140,11 @@ def test_calibrate_writes_thresholds_the_next_run_uses(world: dict[str, Any],
     client = tracking.configure(eval_settings)
     cal_run = client.get_run(res["calibration_run"])
     assert "sexual_minors.holdout_recall" in cal_run.data.metrics
+    # how far the recall target's bar moves on resampled positives (review ends below block)
+    lo, hi = e["review_spread"]["bar_p05_p95"]
+    assert lo <= e["review_spread"]["recall_bar"] <= hi
+    assert cal["review"] <= e["review_spread"]["recall_bar"]
+    assert cal_run.data.metrics["sexual_minors.review_bar_p95"] == pytest.approx(hi)
     # several runs pool their predictions, an item counted once (from the first run)
     a_id, b_id = world["runs"]["A"].run_id, world["runs"]["B"].run_id
     pooled = _cli(eval_settings, "eval", "calibrate", "--run", a_id, "--run", b_id,

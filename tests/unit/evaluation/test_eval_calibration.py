@@ -182,3 +182,22 @@ def test_a_review_budget_caps_the_flagged_share_and_says_so() -> None:
                       categories=["sexual_minors"])
     assert loose.categories == free.categories
     assert loose.report["categories"]["sexual_minors"]["review_budget_binds"] is False
+
+
+def test_the_review_bar_spread_shrinks_with_more_positives() -> None:
+    from childguard.evaluation.calibration import bar_spread
+
+    rng = np.random.default_rng(3)
+    few, many = rng.beta(5, 2, 25), rng.beta(5, 2, 400)
+    everything = np.concatenate([many, rng.beta(2, 5, 1000)])
+    narrow = bar_spread(many, everything, 0.9)["bar_p05_p95"]
+    wide = bar_spread(few, everything, 0.9)["bar_p05_p95"]
+    assert narrow[0] <= lower_threshold(many, 0.9).threshold <= narrow[1]
+    assert wide[1] - wide[0] > 2 * (narrow[1] - narrow[0])
+    rates = bar_spread(few, everything, 0.9)["calib_review_rate_at"]
+    assert rates[0] >= rates[1]  # the lower bar flags more
+    policy = load_policy(POLICY_DIR)
+    entry = calibrate(_preds(60, 200, 1), policy, Targets(recall=0.9)).report[
+        "categories"]["sexual_minors"]
+    lo, hi = entry["review_spread"]["bar_p05_p95"]
+    assert lo <= entry["review_spread"]["recall_bar"] <= hi
