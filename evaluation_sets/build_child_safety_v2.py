@@ -11,7 +11,9 @@ Parts: `train_*.jsonl` were written by helper sessions from the policy and writt
 `test.jsonl` was written by a separate helper given only the policy text (never the train
 items), so the test split measures generalisation. This script validates every line, keeps
 the parts' ids, and moves a deterministic quarter of the train groups (by sha256 of the group)
-to `calib`, the split thresholds and stackers are fitted on. Safety: nothing in the parts is
+to `calib`, the split thresholds and stackers are fitted on. A part written as `calib` stays
+whole in calib (`calib_*.jsonl`: another author's items, so calib measures generalisation to
+an author the encoder never trained on, as the test split does). Safety: nothing in the parts is
 sexual; violating items show the behaviour (secrecy, private apps, meetings, threats over
 photos, dares), never sexual content. The sexual categories (sexual_minors,
 sexualised_commentary, abuse_material_trade) have benign look-alikes here but no violating
@@ -60,8 +62,8 @@ def _check(row: dict, where: str) -> None:
     if authored:
         raise SystemExit(f"{where}: violating items for {authored} are not written into this "
                          "set (see the module docstring)")
-    if row["split"] not in ("train", "test"):
-        raise SystemExit(f"{where}: parts carry split train or test")
+    if row["split"] not in ("train", "calib", "test"):
+        raise SystemExit(f"{where}: parts carry split train, calib or test")
     if not str(row["text"]).strip():
         raise SystemExit(f"{where}: empty text")
 
