@@ -130,6 +130,11 @@ class ModelSettings(_Section):
         "sexual_minors AUPRC 0.559 pooled, 0.602 per source, docs/quality.md); pooled: one "
         "probe per category",
     )
+    probe_c: float | None = Field(
+        default=None, gt=0,
+        description="the probes' inverse regularisation (logistic regression C); unset = the "
+        "text embedder's own (probe_training.probe_C: 0.5 with the age features, else 4.0)",
+    )
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = Field(
         default=None, description="open_clip pretrained tag or local checkpoint path"

@@ -63,9 +63,12 @@ def training_rows(datasets: Sequence[EvalDataset]) -> tuple[list[str], list[str]
     return ids, texts, labels
 
 
-def probe_C(embedder: Any) -> float:
-    """The probes' inverse regularisation for `embedder`'s features: its `probe_C` attribute,
-    else 4.0 (tuned on all-MiniLM-L6-v2; an LLM hidden state has another scale)."""
+def probe_C(embedder: Any, configured: float | None = None) -> float:
+    """The probes' inverse regularisation: `models.probe_c` when configured, else `embedder`'s
+    `probe_C` attribute, else 4.0 (tuned on all-MiniLM-L6-v2; an LLM hidden state has another
+    scale)."""
+    if configured is not None:
+        return float(configured)
     return float(getattr(embedder, "probe_C", 4.0))
 
 
@@ -152,7 +155,8 @@ def train_from_datasets(
     normalized = [normalize_text(t) for t in texts]
     X = _embed(embedder, normalized, progress=progress)
     probes = fit_probes(X, labels, embedder=embedder.model_version, folds=folds,
-                        C=probe_C(embedder), sources=[_base(i) for i in ids],
+                        C=probe_C(embedder, settings.models.probe_c),
+                        sources=[_base(i) for i in ids],
                         heads=settings.models.probe_heads)
     # the items' own ids: a key's set name may itself hold ':' (`set:train:only-...`)
     probes.trained_on = tuple(sorted({it.id for ds in datasets for it in ds if it.text}))
@@ -322,10 +326,11 @@ class ProbePlan:
 
 def plan_probes(embedder: Any, train: Sequence[EvalDataset], evaluated: Sequence[EvalDataset],
                 *, folds: int = 0, progress: bool = False,
-                heads: ProbeHeads = "pooled") -> ProbePlan:
+                heads: ProbeHeads = "pooled", C: float | None = None) -> ProbePlan:
     """Train the run's probes on `train`; cross-fit (`folds` >= 2) the evaluated items that
     are also training rows. Evaluating on training rows without cross-fitting is refused.
-    `heads`: one probe per category, or per-source heads (`fit_probes`)."""
+    `heads`: one probe per category, or per-source heads (`fit_probes`); `C` the configured
+    inverse regularisation (`models.probe_c`; None = the embedder's own)."""
     from childguard.normalize import normalize_text
 
     keys: list[tuple[str, str]] = []
@@ -354,7 +359,7 @@ def plan_probes(embedder: Any, train: Sequence[EvalDataset], evaluated: Sequence
             "(K >= 2) to score them out of fold, or evaluate on another split")
     X = _embed(embedder, [normalize_text(t) for t in texts], progress=progress)
     version = embedder.model_version
-    C = probe_C(embedder)
+    C = probe_C(embedder, C)
     sources = [key[0] for key in keys]
     final = fit_probes(X, labels, embedder=version, C=C, sources=sources, heads=heads)
     by_item: dict[tuple[str, str], Any] = {}

@@ -324,6 +324,7 @@ def run_params(policy: Policy, options: RunOptions, datasets: Sequence[EvalDatas
         "text_embedder": _embedder_param(settings),
         "probe_context_messages": str(settings.models.probe_context_messages),
         "probe_heads": settings.models.probe_heads,
+        "probe_c": "" if settings.models.probe_c is None else f"{settings.models.probe_c:g}",
         "judge_mode": policy.spec.judge.mode,
         "stage_timeout_s": f"{settings.serve.stage_timeout_s:g}",
         "calibration": str(options.calibration),
@@ -401,7 +402,8 @@ def evaluate(
         if embedder is None or not hasattr(pipeline, "use_probes"):
             raise UserError("training probes in the run needs a pipeline with a text embedder")
         plan = plan_probes(embedder, options.probe_train, datasets, folds=options.cross_fit,
-                           progress=options.progress, heads=eff.models.probe_heads)
+                           progress=options.progress, heads=eff.models.probe_heads,
+                           C=eff.models.probe_c)
         pipeline.use_probes(plan.final)  # type: ignore[union-attr]
         probe_judge_model = getattr(pipeline, "judge", None)
         if probe_judge_model is not None and hasattr(probe_judge_model, "use_probes"):

@@ -121,3 +121,16 @@ def test_the_same_rows_under_two_builtin_names_are_one_family() -> None:
         plan_probes(ReferenceTextEmbedder(), [all_rows], [known], folds=0)
     plan = plan_probes(ReferenceTextEmbedder(), [all_rows], [known], folds=4)
     assert all(plan.for_item("openai_moderation:test", it.id) is not plan.final for it in known)
+
+
+def test_the_configured_regularisation_reaches_the_probes() -> None:
+    import numpy as np
+
+    from childguard.evaluation.probe_training import probe_C
+
+    emb = ReferenceTextEmbedder()
+    assert probe_C(emb) == 4.0 and probe_C(emb, 0.25) == 0.25  # models.probe_c wins when set
+    train = _set("own", 40)
+    tight = plan_probes(emb, [train], [], C=1e-3).final.probes["grooming"]
+    loose = plan_probes(emb, [train], [], C=100.0).final.probes["grooming"]
+    assert np.linalg.norm(tight.weights) < np.linalg.norm(loose.weights) / 10
