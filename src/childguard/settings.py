@@ -133,7 +133,8 @@ class ModelSettings(_Section):
     probe_c: float | None = Field(
         default=None, gt=0,
         description="the probes' inverse regularisation (logistic regression C); unset = the "
-        "text embedder's own (probe_training.probe_C: 0.5 with the age features, else 4.0)",
+        "text embedder's own (probe_training.probe_C: EmbeddingGemma 8, the age features on "
+        "another encoder 0.5, else 4.0)",
     )
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = Field(

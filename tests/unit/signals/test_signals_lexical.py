@@ -59,3 +59,13 @@ def test_embedder_identity_never_matches_the_base_embedders_probes() -> None:
     # a probe set trained on the base embedder (another dimension) must not be looked up
     assert base.model_version not in embedder_keys(emb)
     assert base.model_version.split("@", 1)[0] not in embedder_keys(emb)
+
+
+def test_the_probes_regularisation_follows_the_base_encoders_selection() -> None:
+    from childguard.evaluation.probe_training import probe_C
+
+    base = ReferenceTextEmbedder()
+    assert probe_C(AgeFeatureEmbedder(base)) == AgeFeatureEmbedder.DEFAULT_PROBE_C == 0.5
+    base.probe_c = 8.0  # type: ignore[attr-defined]  (what BaseEncoder.probe_c gives Gemma)
+    assert probe_C(AgeFeatureEmbedder(base)) == 8.0
+    assert probe_C(AgeFeatureEmbedder(base), 2.0) == 2.0  # models.probe_c still wins
