@@ -86,6 +86,12 @@ class SentenceEmbedder(TextEmbedder):
             self._model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
                 self._model, {torch.nn.Linear}, dtype=torch.qint8)
             label += "+int8"
+            # dynamic quantization scales activations per tensor, i.e. per padded batch: a
+            # text's embedding then depends on the texts it is batched with (EmbeddingGemma:
+            # cosine 0.93 between a chat message alone and beside a long post). One text per
+            # forward pass makes a verdict independent of the traffic it arrived with, and
+            # training, evaluation and serving see the same vectors.
+            batch_size = 1
         get_dim = getattr(self._model, "get_embedding_dimension", None)
         if get_dim is None:  # sentence-transformers < 5
             get_dim = self._model.get_sentence_embedding_dimension

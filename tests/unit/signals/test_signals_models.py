@@ -70,6 +70,12 @@ def test_int8_encoder_names_itself_and_stays_close(minilm: SentenceEmbedder,
     texts = ["we are planning a picnic in the park", "the quarterly tax report is due"]
     cos = np.sum(q.embed_texts(texts) * minilm.embed_texts(texts), axis=1)
     assert np.all(cos > 0.85) and np.all(cos < 0.99999)  # close, and not the fp32 model
+    # a text's vector does not depend on what it is embedded with (per-batch activation
+    # scales would make it: one text per forward pass)
+    long_post = " ".join(["the library opens at nine and the museum closes at five"] * 20)
+    alone = q.embed_texts([texts[0]])[0]
+    beside = q.embed_texts([texts[0], long_post])[0]
+    np.testing.assert_allclose(alone, beside, atol=1e-6)
 
 
 def test_normalisation_brings_disguised_text_back(minilm: SentenceEmbedder) -> None:
