@@ -105,7 +105,7 @@ class ModelSettings(_Section):
         "the encoder's default (on for EmbeddingGemma: 1.65x faster per message on this CPU, "
         "152 -> 92 ms p50, the same held-out quality within the intervals, docs/experiments/"
         "gemma_int8_ensembles_2026-12-07.json; off for MiniLM, not measured there); the "
-        "encoder's version says '+int8', so probes must be trained with the same setting",
+        "encoder's version says '+int8x1', so probes must be trained with the same setting",
     )
     age_features: bool = Field(
         default=True,

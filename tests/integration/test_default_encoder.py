@@ -37,7 +37,7 @@ def test_the_default_encoder_is_int8_embeddinggemma(default_settings: Settings) 
     base = base_encoder(default_settings)
     assert base.int8 and base.train_layers == 4
     emb = build_text_embedder(default_settings)
-    assert emb.model_version.startswith(EMBEDDING_GEMMA) and emb.model_version.endswith("+int8")
+    assert emb.model_version.startswith(EMBEDDING_GEMMA) and emb.model_version.endswith("+int8x1")
     assert "tuned" not in emb.model_version  # a fresh home: no fine-tuned encoder yet
     x = emb.embed_texts(["where do we meet for practice on saturday",
                          "what time is football training this weekend",

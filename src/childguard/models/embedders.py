@@ -85,7 +85,9 @@ class SentenceEmbedder(TextEmbedder):
 
             self._model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
                 self._model, {torch.nn.Linear}, dtype=torch.qint8)
-            label += "+int8"
+            # "x1": one text per pass (below); vectors and probes of the earlier batched int8
+            # encoder ("+int8") are never mixed with these (stage cache keys, probe lookup)
+            label += "+int8x1"
             # dynamic quantization scales activations per tensor, i.e. per padded batch: a
             # text's embedding then depends on the texts it is batched with (EmbeddingGemma:
             # cosine 0.93 between a chat message alone and beside a long post). One text per

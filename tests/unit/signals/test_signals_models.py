@@ -66,7 +66,7 @@ def test_int8_encoder_names_itself_and_stays_close(minilm: SentenceEmbedder,
     """`models.text_embedder_int8`: Linear layers quantized; the version says so (probes
     trained on fp32 embeddings are then refused), the embeddings stay near fp32's."""
     q = SentenceEmbedder.from_settings(_settings(tmp_path, text_embedder_int8=True))
-    assert q.model_version == minilm.model_version + "+int8"
+    assert q.model_version == minilm.model_version + "+int8x1"
     texts = ["we are planning a picnic in the park", "the quarterly tax report is due"]
     cos = np.sum(q.embed_texts(texts) * minilm.embed_texts(texts), axis=1)
     assert np.all(cos > 0.85) and np.all(cos < 0.99999)  # close, and not the fp32 model
