@@ -324,6 +324,7 @@ def run_params(policy: Policy, options: RunOptions, datasets: Sequence[EvalDatas
         "text_embedder": _embedder_param(settings),
         "probe_context_messages": str(settings.models.probe_context_messages),
         "probe_heads": settings.models.probe_heads,
+        # configured C ("" = the encoder's own); a run that trains its probes logs the C used
         "probe_c": "" if settings.models.probe_c is None else f"{settings.models.probe_c:g}",
         "judge_mode": policy.spec.judge.mode,
         "stage_timeout_s": f"{settings.serve.stage_timeout_s:g}",
@@ -396,7 +397,7 @@ def evaluate(
     plan = judge_plan = None
     probe_judge_model: Any = None
     if options.probe_train:
-        from childguard.evaluation.probe_training import plan_probes
+        from childguard.evaluation.probe_training import plan_probes, probe_C
 
         embedder = getattr(pipeline, "text_embedder", None)
         if embedder is None or not hasattr(pipeline, "use_probes"):
@@ -404,6 +405,7 @@ def evaluate(
         plan = plan_probes(embedder, options.probe_train, datasets, folds=options.cross_fit,
                            progress=options.progress, heads=eff.models.probe_heads,
                            C=eff.models.probe_c)
+        probe_c_used = probe_C(embedder, eff.models.probe_c)
         pipeline.use_probes(plan.final)  # type: ignore[union-attr]
         probe_judge_model = getattr(pipeline, "judge", None)
         if probe_judge_model is not None and hasattr(probe_judge_model, "use_probes"):
@@ -418,6 +420,7 @@ def evaluate(
     params = run_params(policy, options, datasets, eff)
     if plan is not None:
         params["probes_trained_in_run"] = plan.description
+        params["probe_c"] = f"{probe_c_used:g}"  # what trained them (configured or the encoder's)
         params["cross_fit"] = str(plan.folds)
         for ds in options.probe_train:
             params[f"probe_train.{ds.name}.hash"] = ds.content_hash

@@ -250,6 +250,7 @@ def test_eval_run_trains_probes_in_the_run_and_cross_fits(
     assert "scored out of fold (3-fold)" in p["probes_trained_in_run"]
     assert p["model.probes"].endswith("(+3 out-of-fold sets)")
     assert p["text_embedder"] == "all-MiniLM-L6-v2+age"
+    assert p["probe_c"] == "0.5"  # the C that trained them: MiniLM + age's own, none configured
     # every item was scored by one of the three fold probe sets, never by the final one
     client = tracking.configure(eval_settings)
     preds = read_predictions(Path(tracking.download(client, out["run_id"], "predictions.jsonl")))
