@@ -175,9 +175,9 @@ class CachedEmbedder(TextEmbedder):
                 self.cache.add_replayed(float(arr[0]))
         missing = list(dict.fromkeys(k for k in keys if k not in vecs))
         if missing:
-            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            text_of = dict(zip(keys, texts, strict=True))  # a key is one text's digest
             t0 = time.perf_counter()
-            fresh = np.asarray(self.inner.embed_texts([texts[first[k]] for k in missing]),
+            fresh = np.asarray(self.inner.embed_texts([text_of[k] for k in missing]),
                                dtype=np.float32)
             each = np.float32((time.perf_counter() - t0) * 1000 / len(missing)) if timed \
                 else np.float32("nan")
