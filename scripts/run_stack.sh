@@ -58,14 +58,14 @@ stop_one() {
 # category, as the report protocol measures it (docs/evaluation.md); with the frozen encoder its
 # endangerment rows were left out (a frozen-embedding probe learnt "violent words"). Its
 # look-alikes are the negatives that keep the sexual_minors probe off sex education.
-# The text encoder the probes read: all-MiniLM-L6-v2 fine-tuned end to end on every labelled
-# row (`childguard eval fine-tune`, a few minutes once; selected over the frozen encoder by
-# cross-validation on train rows, scripts/experiments/finetune_cv.py). It is saved under the
-# data dir with alias `default`, which the embedder builder picks up; the probes below are
-# then trained on its embeddings. Without ../shared/datasets the packaged weights are used.
-# Another encoder configured (models.text_embedder, e.g. embeddinggemma-300m, which `models
-# pull` fetches when selected) is fine-tuned the same way, in its top blocks (aliases are kept
-# per base encoder, so switching back and forth retrains nothing).
+# The text encoder the probes read: the configured models.text_embedder (EmbeddingGemma-300M by
+# default, fetched by `models pull`; all-MiniLM-L6-v2 ships with the code) fine-tuned on every
+# labelled row (`childguard eval fine-tune`: Gemma in its top 4 blocks, about half an hour once
+# on 2 cores; MiniLM end to end, a few minutes; selected over the frozen encoders by
+# cross-validation on train rows, docs/experiments/). It is saved under the data dir with alias
+# `default`, which the embedder builder picks up; the probes below are then trained on its
+# embeddings. Without ../shared/datasets the base weights are used. Aliases are kept per base
+# encoder, so switching back and forth retrains nothing.
 ensure_encoder() {
   if "$BIN/python" -c "import sys; from childguard.settings import Settings; \
 from childguard.models.embedders import tuned_encoder; \

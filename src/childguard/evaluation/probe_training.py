@@ -69,7 +69,8 @@ def probe_C(embedder: Any, configured: float | None = None) -> float:
     scale)."""
     if configured is not None:
         return float(configured)
-    return float(getattr(embedder, "probe_C", 4.0))
+    own = getattr(embedder, "probe_C", None)  # None: the encoder has no C of its own
+    return float(own) if own is not None else 4.0
 
 
 ProbeHeads = Literal["pooled", "per_source"]

@@ -105,8 +105,9 @@ class SentenceEmbedder(TextEmbedder):
         self._label = label
         self._dir = model_dir
         self.trained_on = tuple(trained_on)
-        #: the probes' inverse regularisation selected for this encoder (None: the default)
-        self.probe_c = probe_c
+        #: the probes' inverse regularisation selected for this encoder (None: the default);
+        #: the one name probe_training.probe_C reads, with or without the age features
+        self.probe_C = probe_c
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SentenceEmbedder:

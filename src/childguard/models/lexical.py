@@ -70,7 +70,7 @@ class AgeFeatureEmbedder(TextEmbedder):
     #: selected by 5-fold CV x 3 seeds on the OpenAI train half (+ our set's train rows),
     #: sexual_minors AUPRC on the held-out folds: C=0.5 0.688, C=4 0.669 (per-source heads,
     #: every row with S3 unknown as negative); the test half was not looked at to choose it.
-    #: A base encoder with its own selected C (`probe_c`, e.g. EmbeddingGemma) overrides it.
+    #: A base encoder with its own selected C (its `probe_C`, e.g. EmbeddingGemma 8) overrides it.
     DEFAULT_PROBE_C: ClassVar[float] = 0.5
 
     def __init__(self, base: TextEmbedder) -> None:
@@ -87,7 +87,7 @@ class AgeFeatureEmbedder(TextEmbedder):
 
     @property
     def probe_C(self) -> float:  # the name probe_training.probe_C reads
-        own = getattr(self.base, "probe_c", None)
+        own = getattr(self.base, "probe_C", None)
         return float(own) if own is not None else self.DEFAULT_PROBE_C
 
     @property

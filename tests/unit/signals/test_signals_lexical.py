@@ -66,6 +66,10 @@ def test_the_probes_regularisation_follows_the_base_encoders_selection() -> None
 
     base = ReferenceTextEmbedder()
     assert probe_C(AgeFeatureEmbedder(base)) == AgeFeatureEmbedder.DEFAULT_PROBE_C == 0.5
-    base.probe_c = 8.0  # type: ignore[attr-defined]  (what BaseEncoder.probe_c gives Gemma)
+    base.probe_C = 8.0  # type: ignore[attr-defined]  (what BaseEncoder.probe_c gives Gemma)
     assert probe_C(AgeFeatureEmbedder(base)) == 8.0
     assert probe_C(AgeFeatureEmbedder(base), 2.0) == 2.0  # models.probe_c still wins
+    # one name with or without the age features (models.age_features: false probes the base)
+    assert probe_C(base) == 8.0
+    base.probe_C = None  # type: ignore[attr-defined]  (an encoder with no C of its own)
+    assert probe_C(base) == 4.0 and probe_C(AgeFeatureEmbedder(base)) == 0.5
