@@ -5,7 +5,8 @@
 #      report, kept per base; TRAIN_LAYERS=N trains its top N blocks instead of the base's
 #      default), else read frozen; INT8=1 quantizes it as the service would
 #   1. calib run (OpenAI train half + v2 calib; probes cross-fitted on the train sets)
-#   2. calibrate on it (recall $RECALL, default 0.9; block FPR 0.01, gate recall 0.97)
+#   2. calibrate on it (recall $RECALL, default 0.9; block FPR $BLOCK_FPR, default 0.002 as
+#      shipped since 2026-12-07 #5 (0.01 before: scripts/experiments/block_bars.py); gate recall 0.97)
 #   3. the report on the test splits (OpenAI test half, XSTest, v1 test, v2 test)
 # Each step is skipped when its output file exists (resumable); outputs in $OUT.
 #   ENCODER=embeddinggemma-300m bash scripts/experiments/report_protocol_encoder.sh
@@ -45,7 +46,7 @@ step calib $CG eval run -d 'openai_moderation[train]' -d "$V2[calib]" "${TRAIN[@
   --policy "$POL" --judge none --run-name "${TAG:-$ENCODER}-calib" --quiet --json
 CAL=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['run_id'])" "$OUT/calib.json")
 step calibrate $CG eval calibrate --run "$CAL" --policy "$POL" --recall "${RECALL:-0.9}" \
-  --block-fpr 0.01 --gate-recall 0.97 -c sexual_minors -c grooming -c sextortion -c endangerment \
+  --block-fpr "${BLOCK_FPR:-0.002}" --gate-recall 0.97 -c sexual_minors -c grooming -c sextortion -c endangerment \
   --json
 [ "${CALIB_ONLY:-0}" = 1 ] && exit 0
 step report $CG eval run -d 'openai_moderation_all[test]' -d xstest -d "$OWN[test]" \
