@@ -8,7 +8,12 @@ chat message ~10-30). This times one `embed_texts([text])` call per item, as the
 makes it for a message without context, for benign synthetic texts of 10 to 400 words, with
 the encoder as configured (`models.text_embedder`, its int8 setting, a fine-tuned encoder if
 one exists) and, with `--max-tokens`, the same encoder reading at most that many tokens: the
-ratio of the two in one run says what a token cap would buy. No content is printed.
+ratio of the two in one run says what a token cap would buy. With `--throughput N`, it also
+times one `embed_texts` call over N mixed-length texts as configured (an int8 encoder embeds one
+text per forward pass, so a vector never depends on its batch companions) and the same call
+with the texts batched 8 at a time (what the int8 encoder did before: faster, but its vectors
+then depend on the batch), so the ratio says what batch independence costs in throughput.
+No content is printed.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--max-tokens", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--throughput", type=int, default=0,
+                    help="also time N mixed-length texts in one call: as configured vs batch 8")
     args = ap.parse_args()
     import torch
 
@@ -80,6 +87,21 @@ def main() -> None:
         base = result["p50_ms_by_words"]
         assert isinstance(base, dict)
         result["capped_over_full"] = {k: round(capped[k] / base[k], 3) for k in capped}
+    if args.throughput:
+        mixed = [text_of(LENGTHS[i % len(LENGTHS)]) for i in range(args.throughput)]
+        emb.embed_texts(mixed[:8])  # warm-up
+        configured = emb.batch_size
+        rates: dict[str, float] = {}
+        for label, size in (("as_configured", configured), ("batch8", 8)):
+            emb.batch_size = size
+            t0 = time.perf_counter()
+            emb.embed_texts(mixed)
+            rates[label] = round(len(mixed) / (time.perf_counter() - t0), 2)
+        emb.batch_size = configured
+        result["throughput_texts_per_s"] = {"texts": len(mixed), "configured_batch": configured,
+                                            **rates,
+                                            "configured_over_batch8": round(
+                                                rates["as_configured"] / rates["batch8"], 3)}
     print(json.dumps(result, indent=1))
 
 
