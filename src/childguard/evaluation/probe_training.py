@@ -320,6 +320,7 @@ class ProbePlan:
     by_item: dict[tuple[str, str], Any]
     folds: int
     description: str
+    C: float  # the inverse regularisation every probe set of the plan was trained at
 
     def for_item(self, dataset: str, item_id: str) -> Any:
         return self.by_item.get((_base(dataset), item_id), self.final)
@@ -384,4 +385,4 @@ def plan_probes(embedder: Any, train: Sequence[EvalDataset], evaluated: Sequence
             + (f"; {len(overlap)} evaluated training items scored out of fold ({folds}-fold)"
                if overlap else ""))
     return ProbePlan(final=final, by_item=by_item, folds=folds if overlap else 0,
-                     description=desc)
+                     description=desc, C=C)

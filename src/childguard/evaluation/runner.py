@@ -397,7 +397,7 @@ def evaluate(
     plan = judge_plan = None
     probe_judge_model: Any = None
     if options.probe_train:
-        from childguard.evaluation.probe_training import plan_probes, probe_C
+        from childguard.evaluation.probe_training import plan_probes
 
         embedder = getattr(pipeline, "text_embedder", None)
         if embedder is None or not hasattr(pipeline, "use_probes"):
@@ -405,7 +405,6 @@ def evaluate(
         plan = plan_probes(embedder, options.probe_train, datasets, folds=options.cross_fit,
                            progress=options.progress, heads=eff.models.probe_heads,
                            C=eff.models.probe_c)
-        probe_c_used = probe_C(embedder, eff.models.probe_c)
         pipeline.use_probes(plan.final)  # type: ignore[union-attr]
         probe_judge_model = getattr(pipeline, "judge", None)
         if probe_judge_model is not None and hasattr(probe_judge_model, "use_probes"):
@@ -420,7 +419,7 @@ def evaluate(
     params = run_params(policy, options, datasets, eff)
     if plan is not None:
         params["probes_trained_in_run"] = plan.description
-        params["probe_c"] = f"{probe_c_used:g}"  # what trained them (configured or the encoder's)
+        params["probe_c"] = f"{plan.C:g}"  # what trained them (configured or the encoder's)
         params["cross_fit"] = str(plan.folds)
         for ds in options.probe_train:
             params[f"probe_train.{ds.name}.hash"] = ds.content_hash

@@ -131,6 +131,8 @@ def test_the_configured_regularisation_reaches_the_probes() -> None:
     emb = ReferenceTextEmbedder()
     assert probe_C(emb) == 4.0 and probe_C(emb, 0.25) == 0.25  # models.probe_c wins when set
     train = _set("own", 40)
-    tight = plan_probes(emb, [train], [], C=1e-3).final.probes["grooming"]
+    tight_plan = plan_probes(emb, [train], [], C=1e-3)
+    assert tight_plan.C == 1e-3 and plan_probes(emb, [train], []).C == 4.0  # what trained it
+    tight = tight_plan.final.probes["grooming"]
     loose = plan_probes(emb, [train], [], C=100.0).final.probes["grooming"]
     assert np.linalg.norm(tight.weights) < np.linalg.norm(loose.weights) / 10
