@@ -107,6 +107,14 @@ class ModelSettings(_Section):
         "gemma_int8_ensembles_2026-12-07.json; off for MiniLM, not measured there); the "
         "encoder's version says '+int8x1', so probes must be trained with the same setting",
     )
+    text_runtime: Literal["torch", "onnx"] | None = Field(
+        default=None,
+        description="what runs the text encoder's forward pass: torch, or onnx (the model "
+        "exported once to ONNX under <home>/encoders/onnx and run by ONNX Runtime, int8 "
+        "quantized by ONNX Runtime when text_embedder_int8 is on); unset = the encoder's "
+        "default (torch for both until measured otherwise); the version says '+ort', so "
+        "probes must be trained with the same setting",
+    )
     age_features: bool = Field(
         default=True,
         description="append age-indicator counts to the text embedding (models/lexical.py); "

@@ -30,6 +30,7 @@ from PIL import Image
 
 from childguard.errors import ModelUnavailable
 from childguard.models.base import ImageEmbedder, TextEmbedder
+from childguard.models.onnx_encoder import OnnxForward
 from childguard.settings import Settings
 
 if TYPE_CHECKING:
@@ -66,7 +67,8 @@ class SentenceEmbedder(TextEmbedder):
 
     def __init__(self, model_dir: Path, *, label: str = MINILM_NAME, batch_size: int = 32,
                  trained_on: Sequence[str] = (), int8: bool = False,
-                 probe_c: float | None = None) -> None:
+                 probe_c: float | None = None, runtime: str = "torch",
+                 onnx_cache: Path | None = None) -> None:
         if not (model_dir / "modules.json").is_file():
             raise ModelUnavailable(
                 f"text embedder {label!r}: no sentence-transformers model at {model_dir} "
@@ -80,7 +82,22 @@ class SentenceEmbedder(TextEmbedder):
             raise ModelUnavailable(
                 f"text embedder {label!r} failed to load from {model_dir}: {exc}"
             ) from exc
-        if int8:
+        self._onnx: OnnxForward | None = None
+        if runtime == "onnx":
+            import torch
+
+            if onnx_cache is None:
+                raise ValueError("runtime 'onnx' needs onnx_cache (where exports are kept)")
+            self._onnx = OnnxForward(self._model, model_dir, label, cache_root=onnx_cache,
+                                     int8=int8, threads=torch.get_num_threads())
+            # ONNX Runtime's vectors are not torch's (int8 differs more): own version label, so
+            # probes and cached stage outputs of one runtime are never read by the other
+            label += "+ort-int8x1" if int8 else "+ort"
+            if int8:
+                batch_size = 1  # per-tensor activation scales, as below
+        elif runtime != "torch":
+            raise ValueError(f"text runtime {runtime!r}: 'torch' or 'onnx'")
+        elif int8:
             import torch
 
             self._model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
@@ -117,13 +134,16 @@ class SentenceEmbedder(TextEmbedder):
         base = base_encoder(settings)
         int8 = settings.models.text_embedder_int8
         int8 = base.int8 if int8 is None else int8
+        runtime = settings.models.text_runtime or base.runtime
+        onnx_cache = settings.encoders_dir / "onnx"
         if (tuned := tuned_encoder(settings)) is not None:
             path, manifest = tuned
             return cls(path, label=f"{base.name}-tuned@{manifest['version']}",
                        trained_on=manifest.get("trained_on", ()), int8=int8,
-                       batch_size=base.batch_size, probe_c=base.probe_c)
+                       batch_size=base.batch_size, probe_c=base.probe_c, runtime=runtime,
+                       onnx_cache=onnx_cache)
         return cls(base.path, label=base.label, int8=int8, batch_size=base.batch_size,
-                   probe_c=base.probe_c)
+                   probe_c=base.probe_c, runtime=runtime, onnx_cache=onnx_cache)
 
     @property
     def model_version(self) -> str:
@@ -132,6 +152,11 @@ class SentenceEmbedder(TextEmbedder):
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._onnx is not None:
+            forward = self._onnx
+            embs = np.concatenate([forward(texts[i:i + self.batch_size])
+                                   for i in range(0, len(texts), self.batch_size)])
+            return _l2(embs)
         embs = self._model.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -171,6 +196,7 @@ class BaseEncoder:
     train_layers: int | None = None
     int8: bool = False
     probe_c: float | None = None
+    runtime: str = "torch"
 
 
 def base_encoder(settings: Settings) -> BaseEncoder:

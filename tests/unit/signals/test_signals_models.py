@@ -78,6 +78,39 @@ def test_int8_encoder_names_itself_and_stays_close(minilm: SentenceEmbedder,
     np.testing.assert_allclose(alone, beside, atol=1e-6)
 
 
+def test_onnx_runtime_matches_torch_and_keeps_its_export(minilm: SentenceEmbedder,
+                                                         tmp_path: Path) -> None:
+    """`models.text_runtime: onnx`: the model exported once under <home>/encoders/onnx and run
+    by ONNX Runtime. fp32 gives torch's vectors; int8 stays close, never depends on its batch
+    companions, and says so in its version (probes and cached stages are per runtime). A second
+    load reuses the export; an export that does not load is an error naming its directory."""
+    texts = ["we are planning a picnic in the park", "the quarterly tax report is due"]
+    ref = minilm.embed_texts(texts)
+    fp32 = SentenceEmbedder.from_settings(_settings(tmp_path, text_runtime="onnx"))
+    assert fp32.model_version == minilm.model_version + "+ort"
+    np.testing.assert_allclose(fp32.embed_texts(texts), ref, atol=1e-4)
+    q = SentenceEmbedder.from_settings(
+        _settings(tmp_path, text_runtime="onnx", text_embedder_int8=True))
+    assert q.model_version == minilm.model_version + "+ort-int8x1"
+    cos = np.sum(q.embed_texts(texts) * ref, axis=1)
+    assert np.all(cos > 0.9) and np.all(cos < 0.99999)
+    long_post = " ".join(["the library opens at nine and the museum closes at five"] * 20)
+    np.testing.assert_allclose(q.embed_texts([texts[0]])[0],
+                               q.embed_texts([texts[0], long_post])[0], atol=1e-6)
+    exports = sorted((tmp_path / "encoders" / "onnx").iterdir())
+    assert len(exports) == 2  # one per setting, nothing left of the temporary directories
+    metas = [(d / "export.json").stat().st_mtime_ns for d in exports]
+    again = SentenceEmbedder.from_settings(
+        _settings(tmp_path, text_runtime="onnx", text_embedder_int8=True))
+    np.testing.assert_allclose(again.embed_texts(texts), q.embed_texts(texts), atol=1e-6)
+    assert [(d / "export.json").stat().st_mtime_ns for d in exports] == metas
+    graph = next(d for d in exports if (d / "model_int8.onnx").is_file()) / "model_int8.onnx"
+    graph.write_bytes(b"not a graph")
+    with pytest.raises(ModelUnavailable, match=f"{graph.parent}.*delete that directory"):
+        SentenceEmbedder.from_settings(
+            _settings(tmp_path, text_runtime="onnx", text_embedder_int8=True))
+
+
 def test_normalisation_brings_disguised_text_back(minilm: SentenceEmbedder) -> None:
     plain, disguised = "secret garden party", "s e c r e t g\u200ba\u200brd3n pаrty"
     e_plain, e_raw, e_norm = minilm.embed_texts([plain, disguised, normalize_text(disguised)])
