@@ -1,6 +1,6 @@
 """Single-item latency of the configured text encoder by message length; prints one JSON object.
 
-    .venv/bin/python benchmarks/text_latency.py [--repeats 15] [--max-tokens 256] [--threads 2]
+    .venv/bin/python benchmarks/text_latency.py [--repeats 15] [--max-tokens 256] [--threads 2] [--compare-runtime]
 
 Why: the in-process p50 of items that skip the judge is almost all text-encoder time, and it
 grows with the message's length (the OpenAI moderation set's median message is ~64 words, a
@@ -12,7 +12,9 @@ ratio of the two in one run says what a token cap would buy. With `--throughput 
 times one `embed_texts` call over N mixed-length texts as configured (an int8 encoder embeds one
 text per forward pass, so a vector never depends on its batch companions) and the same call
 with the texts batched 8 at a time (what the int8 encoder did before: faster, but its vectors
-then depend on the batch), so the ratio says what batch independence costs in throughput.
+then depend on the batch), so the ratio says what batch independence costs in throughput. With
+`--compare-runtime`, the same encoder is also timed in the other runtime (`models.text_runtime`:
+torch or onnx, ONNX Runtime on an exported graph), with the cosine between the two vectors.
 No content is printed.
 """
 
@@ -57,6 +59,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--throughput", type=int, default=0,
                     help="also time N mixed-length texts in one call: as configured vs batch 8")
+    ap.add_argument("--compare-runtime", action="store_true",
+                    help="also time the same encoder in the other runtime (torch / onnx)")
     args = ap.parse_args()
     import torch
 
@@ -87,6 +91,23 @@ def main() -> None:
         base = result["p50_ms_by_words"]
         assert isinstance(base, dict)
         result["capped_over_full"] = {k: round(capped[k] / base[k], 3) for k in capped}
+    if args.compare_runtime:
+        # the other runtime, same settings otherwise: the ratio is measured in this run
+        other_rt = "torch" if emb.model_version.endswith(("+ort", "+ort-int8x1")) else "onnx"
+        settings = Settings.load()
+        other = SentenceEmbedder.from_settings(settings.model_copy(update={
+            "models": settings.models.model_copy(update={"text_runtime": other_rt})}))
+        theirs = timed(other.embed_texts, texts, args.repeats)
+        ours = result["p50_ms_by_words"]
+        assert isinstance(ours, dict)
+        vecs = emb.embed_texts(texts), other.embed_texts(texts)
+        result["other_runtime"] = {
+            "encoder": other.model_version,
+            "p50_ms_by_words": theirs,
+            "configured_over_other": {k: round(ours[k] / theirs[k], 3) for k in theirs},
+            "cosine_by_words": {str(n): round(float(a @ b), 4)
+                                for n, a, b in zip(LENGTHS, *vecs, strict=True)},
+        }
     if args.throughput:
         mixed = [text_of(LENGTHS[i % len(LENGTHS)]) for i in range(args.throughput)]
         emb.embed_texts(mixed[:8])  # warm-up
