@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from childguard.errors import UserError
-from childguard.evaluation.predictions import Prediction
+from childguard.evaluation.predictions import Prediction, rule_floor
 from childguard.policy import Policy
 from childguard.policy_calibration import (
     CALIBRATION_FILE,
@@ -85,7 +85,8 @@ def lower_threshold(pos_scores: Sequence[float] | np.ndarray, target: float) -> 
             f"{n} positives cannot certify recall {target}: need >= {need}; flagging every "
             "item with a score above zero instead",
         )
-    t = max(float(s[k - 1]), _MIN_THRESHOLD)
+    # +inf scores are positives a rule reviews at any bar: if they decide it, any bar will do
+    t = min(max(float(s[k - 1]), _MIN_THRESHOLD), 1.0)
     return ConformalThreshold(t, 1.0 - k / (n + 1), n, True)
 
 
@@ -139,8 +140,22 @@ def is_calib(pred: Prediction, *, fraction: float = 0.5, salt: str = "childguard
 # -- calibration -------------------------------------------------------------------------------
 
 
-def _labelled(preds: Sequence[Prediction], code: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = [(p.labels[code], p.score(code)) for p in preds if code in p.labels]
+#: the rule floors that review (block) a category at any threshold
+_REVIEWED_BY_RULE = ("review", "block")
+_BLOCKED_BY_RULE = ("block",)
+
+
+def _labelled(preds: Sequence[Prediction], code: str,
+              caught: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and scores for `code`; an item whose rule floor for `code` is in `caught` scores
+    +inf. Why: a review floor puts the category at the review threshold *in force*, so the
+    item is reviewed whatever bar calibration picks; its recorded score is only the run's
+    policy threshold (0.3 before calibration). Counting it as that score let rule-floored
+    positives pull a bar down to the old threshold (grooming 0.3, endangerment 0.4 exactly),
+    flagging look-alikes for recall the rules already give. The conformal guarantee then holds
+    for "reviewed = rule floor or score >= bar", which is what the pipeline does."""
+    rows = [(p.labels[code], math.inf if rule_floor(p, code) in caught else p.score(code))
+            for p in preds if code in p.labels]
     if not rows:
         return np.zeros(0, dtype=int), np.zeros(0)
     y, s = zip(*rows, strict=True)
@@ -184,7 +199,8 @@ def calibrate(
                               "categories": {}}
     current = policy.thresholds()
     for code in policy.spec.codes:
-        y, s = _labelled(calib, code)
+        y, s = _labelled(calib, code, _REVIEWED_BY_RULE)
+        _, s_block = _labelled(calib, code, _BLOCKED_BY_RULE)
         entry: dict[str, Any] = {"calib_positives": int(y.sum()),
                                  "calib_negatives": int((1 - y).sum())}
         if categories is not None and code not in categories:
@@ -196,14 +212,15 @@ def calibrate(
             report["categories"][code] = entry
             continue
         lo = lower_threshold(s[y == 1], targets.recall)
-        hi = upper_threshold(s[y == 0], targets.block_fpr)
+        hi = upper_threshold(s_block[y == 0], targets.block_fpr)
         block = hi.threshold
         review = lo.threshold
         budget_binds = False
         if targets.review_fpr is not None:
             # the budget is spent on items that violate nothing: a grooming bar that flags a
             # sextortion message is not a false alarm
-            benign = np.asarray([p.score(code) for p in calib
+            benign = np.asarray([math.inf if rule_floor(p, code) in _REVIEWED_BY_RULE
+                                 else p.score(code) for p in calib
                                  if code in p.labels and _any_label(p) == 0], dtype=float)
             budget = upper_threshold(benign, targets.review_fpr)
             if budget.attainable and budget.threshold > review:
@@ -217,7 +234,8 @@ def calibrate(
         if review >= block:  # block at the floor: nothing sensible to separate
             block = min(review * 2, 1.0)
         cats[code] = CategoryCalibration(review=round(review, 6), block=round(block, 6))
-        yh, sh = _labelled(hold, code)
+        yh, sh = _labelled(hold, code, _REVIEWED_BY_RULE)
+        _, sh_block = _labelled(hold, code, _BLOCKED_BY_RULE)
         entry.update({
             "review": cats[code].review, "block": cats[code].block,
             "previous": current[code].model_dump(),
@@ -229,8 +247,9 @@ def calibrate(
             "calib_review_rate": _rate(s >= cats[code].review),
             "holdout_positives": int(yh.sum()), "holdout_negatives": int((1 - yh).sum()),
             "holdout_recall": _rate(sh[yh == 1] >= cats[code].review),
-            "holdout_block_fpr": _rate(sh[yh == 0] >= cats[code].block),
-            "holdout_review_rate": _rate((sh >= cats[code].review) & (sh < cats[code].block)),
+            "holdout_block_fpr": _rate(sh_block[yh == 0] >= cats[code].block),
+            "holdout_review_rate": _rate((sh >= cats[code].review)
+                                         & (sh_block < cats[code].block)),
             "holdout_flag_rate": _rate(sh >= cats[code].review),
         })
         if lo.attainable and not budget_binds:

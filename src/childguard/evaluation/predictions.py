@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from childguard.rules import FLOOR_RANK
 from childguard.schema import Decision, Status, Verdict
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -95,9 +96,16 @@ def from_verdict(verdict: Verdict, *, dataset: str, labels: Mapping[str, int],
 def _model_scores(verdict: Verdict) -> dict[str, Any]:
     """Each model's own per-category scores ({"probe": {...}, "judge": {...}}), before the
     combiner: what a calibrated combination is fitted on. Probe scores are the highest over the
-    item's texts (message, conversation, OCR), as the pipeline takes them."""
-    out: dict[str, dict[str, float]] = {}
+    item's texts (message, conversation, OCR), as the pipeline takes them. Under "rules", the
+    strongest review/block floor a policy rule set per category: such a category is reviewed
+    (blocked) at any threshold, which calibration must know (`rule_floors`)."""
+    out: dict[str, dict[str, Any]] = {}
     for s in verdict.signals:
+        floor = s.detail.get("floor") if s.name.startswith("rule.") else None
+        if s.category is not None and floor in ("review", "block"):
+            rules = out.setdefault("rules", {})
+            if FLOOR_RANK[str(floor)] > FLOOR_RANK.get(rules.get(s.category, "judge"), 0):
+                rules[s.category] = floor
         if s.category is None or s.score is None or s.status is not Status.OK:
             continue
         kind = "probe" if s.name.startswith("probe") else "judge" if s.name == "judge" else None
@@ -106,6 +114,14 @@ def _model_scores(verdict: Verdict) -> dict[str, Any]:
         scores = out.setdefault(kind, {})
         scores[s.category] = max(float(s.score), scores.get(s.category, 0.0))
     return out
+
+
+def rule_floor(pred: Prediction, code: str) -> str | None:
+    """The review/block floor a policy rule set on `code` for this item, if any (recorded by
+    runs since 2026-12-07 #6; older runs record none)."""
+    rules = pred.extra.get("rules") or {}
+    floor = rules.get(code)
+    return str(floor) if floor else None
 
 
 def write_predictions(preds: Iterable[Prediction], path: Path) -> Path:

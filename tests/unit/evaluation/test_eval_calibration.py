@@ -201,3 +201,67 @@ def test_the_review_bar_spread_shrinks_with_more_positives() -> None:
         "categories"]["sexual_minors"]
     lo, hi = entry["review_spread"]["bar_p05_p95"]
     assert lo <= entry["review_spread"]["recall_bar"] <= hi
+
+
+def _floored_preds(*, with_rules: bool) -> list[Prediction]:
+    """100 positives (20 held up only by a review rule: recorded at the run's old review
+    threshold 0.3), 300 negatives; all in the calib split."""
+    rng = np.random.default_rng(7)
+    rows: list[tuple[int, float, str | None]] = (
+        [(1, 0.3, "review")] * 20
+        + [(1, float(s), None) for s in rng.uniform(0.5, 0.99, 80)]
+        + [(0, float(s), None) for s in rng.uniform(0.0, 0.6, 300)])
+    out = []
+    for i, (y, s, floor) in enumerate(rows):
+        extra = {"probe": {"sexual_minors": s}}
+        if floor and with_rules:
+            extra["rules"] = {"sexual_minors": floor}
+        out.append(Prediction(id=f"f{i}", dataset="floors", labels={"sexual_minors": y},
+                              scores={"sexual_minors": s}, category_decisions={},
+                              decision="allow", status="ok", judged=False, latency_ms=1.0,
+                              split="calib", extra=extra))
+    return out
+
+
+def test_rule_floored_positives_do_not_pull_the_review_bar_down() -> None:
+    """A review floor reviews its item at whatever bar is calibrated, so calibration counts
+    it as caught: the bar rises above the old policy threshold the floor was recorded at, and
+    "rule floor or score >= bar" still keeps the recall target on calib. A run that recorded
+    no rule floors (older runs) calibrates as before."""
+    policy = load_policy(POLICY_DIR)
+    targets = Targets(recall=0.95, block_fpr=0.01)
+    old = calibrate(_floored_preds(with_rules=False), policy, targets, calib_fraction=1.0,
+                    categories=["sexual_minors"])
+    new = calibrate(_floored_preds(with_rules=True), policy, targets, calib_fraction=1.0,
+                    categories=["sexual_minors"])
+    assert old.categories["sexual_minors"].review == pytest.approx(0.3)
+    bar = new.categories["sexual_minors"].review
+    assert bar > 0.5
+    preds = _floored_preds(with_rules=True)
+    caught = [bool(p.extra.get("rules")) or p.score("sexual_minors") >= bar
+              for p in preds if p.labels["sexual_minors"] == 1]
+    assert np.mean(caught) >= 0.95
+    entry = new.report["categories"]["sexual_minors"]
+    assert entry["calib_recall"] == pytest.approx(np.mean(caught))
+    # fewer negatives flagged at the higher bar
+    before = old.report["categories"]["sexual_minors"]
+    assert entry["calib_review_rate"] < before["calib_review_rate"]
+
+
+def test_predictions_record_the_strongest_rule_floor_per_category() -> None:
+    from childguard.evaluation.predictions import from_verdict, rule_floor
+    from childguard.schema import Decision, Signal, Verdict
+
+    def rule(name: str, category: str, floor: str) -> Signal:
+        return Signal(name=f"rule.{name}", category=category, model="policy-rules",
+                      detail={"floor": floor})
+
+    v = Verdict(item_id="x", decision=Decision.REVIEW, signals=(
+        rule("a", "grooming", "review"), rule("b", "grooming", "block"),
+        rule("c", "sextortion", "judge"), rule("d", "endangerment", "review"),
+        Signal(name="probe.text", category="grooming", score=0.2, model="p"),
+    ))
+    p = from_verdict(v, dataset="d", labels={}, split="calib", latency_ms=1.0)
+    assert [rule_floor(p, c) for c in ("grooming", "sextortion", "endangerment", "sexual_minors")] \
+        == ["block", None, "review", None]
+    assert p.extra["probe"] == {"grooming": 0.2}
