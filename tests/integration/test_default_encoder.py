@@ -1,5 +1,5 @@
 """The default text encoder as the service loads it: EmbeddingGemma-300M from the shared weights
-cache, int8-quantized, with the age features (wiring tests run on MiniLM, tests/conftest.py).
+cache, exported to ONNX and int8-quantized by ONNX Runtime, with the age features (wiring tests run on MiniLM, tests/conftest.py).
 
 Why: `make test` pins the wiring encoder for speed, so without this test the default `make run`
 configuration would load an encoder no test ever loaded."""
@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 def default_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.delenv("CHILDGUARD_MODELS__TEXT_EMBEDDER", raising=False)
     monkeypatch.delenv("CHILDGUARD_MODELS__TEXT_EMBEDDER_INT8", raising=False)
+    monkeypatch.delenv("CHILDGUARD_MODELS__TEXT_RUNTIME", raising=False)
     cache = os.environ.get("CHILDGUARD_MODELS__CACHE_DIR")
     models = {"cache_dir": Path(cache)} if cache else {}
     return Settings.load(home=tmp_path / "home", policies_dir=REPO / "policies", models=models)
@@ -35,9 +36,10 @@ def test_the_default_encoder_is_int8_embeddinggemma(default_settings: Settings) 
         pytest.skip(f"{EMBEDDING_GEMMA} is not in the weights cache: `childguard models pull` "
                     "fetches it (make test does)")
     base = base_encoder(default_settings)
-    assert base.int8 and base.train_layers == 4
+    assert base.int8 and base.train_layers == 4 and base.runtime == "onnx"
     emb = build_text_embedder(default_settings)
-    assert emb.model_version.startswith(EMBEDDING_GEMMA) and emb.model_version.endswith("+int8x1")
+    assert emb.model_version.startswith(EMBEDDING_GEMMA)
+    assert emb.model_version.endswith("+ort-int8x1")  # ONNX Runtime, int8, one text per pass
     assert "tuned" not in emb.model_version  # a fresh home: no fine-tuned encoder yet
     x = emb.embed_texts(["where do we meet for practice on saturday",
                          "what time is football training this weekend",

@@ -187,7 +187,8 @@ class BaseEncoder:
     version's label starts with), directory, version label (what a fine-tuned encoder's
     manifest names as its base), encode batch size, and the layers fine-tuning trains by
     default (None = all), whether it is int8-quantized unless configured, and the probes'
-    inverse regularisation selected for it (None = the embedder's default)."""
+    inverse regularisation selected for it (None = the embedder's default), and what runs
+    its forward pass unless configured (torch, or onnx: models/onnx_encoder.py)."""
 
     name: str
     path: Path
@@ -214,9 +215,13 @@ def base_encoder(settings: Settings) -> BaseEncoder:
         # probe C 8 (not 0.5): selected on the protocol's calib run of the tuned encoder, C in
         # {0.125, 0.5, 2, 8, 32}: v2 look-alikes flagged at recall-0.95 bars 46/16/7.7/6.6/5.7%
         # at equal recall, OpenAI S3 AP 0.54/0.58/0.59/0.61/0.60; 8 is the plateau's middle
-        # (docs/experiments/probe_c_calib_2026-12-07.json)
+        # (docs/experiments/probe_c_calib_2026-12-07.json). Run by ONNX Runtime (int8): on
+        # the protocol's calib run, at equal recall-0.95 bars, 5.6% of v2 look-alikes flagged
+        # vs torch int8's 6.2% (violating 97.0% vs 96.1%), OpenAI S3 AP 0.62 vs 0.59, and v2
+        # p50 75 vs 123 ms on 2 cores (docs/experiments/onnx_runtime_2026-12-07.json)
         return BaseEncoder(ref, model_path(settings, ref), f"{ref}@{spec(ref).sha256[:12]}",
-                           batch_size=8, train_layers=4, int8=True, probe_c=8.0)
+                           batch_size=8, train_layers=4, int8=True, probe_c=8.0,
+                           runtime="onnx")
     path = Path(ref).expanduser()
     if path.is_dir():
         return BaseEncoder(path.name, path, f"{path.name}@{path}")
