@@ -1,6 +1,7 @@
 """Single-item latency of the configured text encoder by message length; prints one JSON object.
 
-    .venv/bin/python benchmarks/text_latency.py [--repeats 15] [--max-tokens 256] [--threads 2] [--compare-runtime]
+    .venv/bin/python benchmarks/text_latency.py [--repeats 15] [--max-tokens 256] [--threads 2]
+        [--throughput N] [--compare-runtime]
 
 Why: the in-process p50 of items that skip the judge is almost all text-encoder time, and it
 grows with the message's length (the OpenAI moderation set's median message is ~64 words, a

@@ -89,6 +89,10 @@ class JudgeSettings(_Section):
     )
 
 
+#: what runs a sentence encoder's forward pass (models/embedders.py, models/onnx_encoder.py)
+TextRuntime = Literal["torch", "onnx"]
+
+
 class ModelSettings(_Section):
     cache_dir: Path | None = Field(default=None, description="defaults to <home>/models")
     text_embedder: str = Field(
@@ -107,7 +111,7 @@ class ModelSettings(_Section):
         "gemma_int8_ensembles_2026-12-07.json; off for MiniLM, not measured there); the "
         "encoder's version says '+int8x1', so probes must be trained with the same setting",
     )
-    text_runtime: Literal["torch", "onnx"] | None = Field(
+    text_runtime: TextRuntime | None = Field(
         default=None,
         description="what runs the text encoder's forward pass: torch, or onnx (the model "
         "exported once to ONNX under <home>/encoders/onnx and run by ONNX Runtime, int8 "

@@ -1,5 +1,6 @@
 """The default text encoder as the service loads it: EmbeddingGemma-300M from the shared weights
-cache, exported to ONNX and int8-quantized by ONNX Runtime, with the age features (wiring tests run on MiniLM, tests/conftest.py).
+cache, exported to ONNX and int8-quantized by ONNX Runtime, with the age features (wiring tests
+run on MiniLM, tests/conftest.py).
 
 Why: `make test` pins the wiring encoder for speed, so without this test the default `make run`
 configuration would load an encoder no test ever loaded."""

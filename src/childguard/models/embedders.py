@@ -31,7 +31,7 @@ from PIL import Image
 from childguard.errors import ModelUnavailable
 from childguard.models.base import ImageEmbedder, TextEmbedder
 from childguard.models.onnx_encoder import OnnxForward
-from childguard.settings import Settings
+from childguard.settings import Settings, TextRuntime
 
 if TYPE_CHECKING:
     from childguard.policy import Policy
@@ -67,7 +67,7 @@ class SentenceEmbedder(TextEmbedder):
 
     def __init__(self, model_dir: Path, *, label: str = MINILM_NAME, batch_size: int = 32,
                  trained_on: Sequence[str] = (), int8: bool = False,
-                 probe_c: float | None = None, runtime: str = "torch",
+                 probe_c: float | None = None, runtime: TextRuntime = "torch",
                  onnx_cache: Path | None = None) -> None:
         if not (model_dir / "modules.json").is_file():
             raise ModelUnavailable(
@@ -197,7 +197,7 @@ class BaseEncoder:
     train_layers: int | None = None
     int8: bool = False
     probe_c: float | None = None
-    runtime: str = "torch"
+    runtime: TextRuntime = "torch"
 
 
 def base_encoder(settings: Settings) -> BaseEncoder:
