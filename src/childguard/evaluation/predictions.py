@@ -98,7 +98,7 @@ def _model_scores(verdict: Verdict) -> dict[str, Any]:
     combiner: what a calibrated combination is fitted on. Probe scores are the highest over the
     item's texts (message, conversation, OCR), as the pipeline takes them. Under "rules", the
     strongest review/block floor a policy rule set per category: such a category is reviewed
-    (blocked) at any threshold, which calibration must know (`rule_floors`)."""
+    (blocked) at any threshold, which calibration must know (`rule_floor`)."""
     out: dict[str, dict[str, Any]] = {}
     for s in verdict.signals:
         floor = s.detail.get("floor") if s.name.startswith("rule.") else None

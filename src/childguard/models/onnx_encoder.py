@@ -74,10 +74,10 @@ class OnnxForward:
         self.dir = cache_root / export_key(model_dir, label, int8=int8)
         if not (self.dir / _META).is_file():
             self._export(label)
-        meta = json.loads((self.dir / _META).read_text(encoding="utf-8"))
-        self.input_names: tuple[str, ...] = tuple(meta["inputs"])
         graph = self.dir / (_GRAPH_INT8 if int8 else _GRAPH)
         try:
+            meta = json.loads((self.dir / _META).read_text(encoding="utf-8"))
+            self.input_names: tuple[str, ...] = tuple(meta["inputs"])
             import onnxruntime as ort
 
             opts = ort.SessionOptions()
