@@ -72,6 +72,13 @@ from childguard.models.embedders import tuned_encoder; \
 s = Settings.load(); sys.exit(0 if (not s.models.tuned_encoder or tuned_encoder(s)) else 1)" \
       2>/dev/null; then
     echo "text encoder present"
+    # kept as it is (retraining takes ~30 min), but said when the labelled sets moved on
+    [ -d ../shared/datasets ] && "$BIN/python" -c "import sys; \
+from childguard.settings import Settings; \
+from childguard.evaluation.encoder_training import stale_note; \
+n = stale_note(Settings.load(), sys.argv[1:]); n and print('  note: ' + n)" \
+      openai_moderation_all evaluation_sets/child_safety_v1.jsonl \
+      evaluation_sets/child_safety_v2.jsonl 2>/dev/null || true
   elif [ -d ../shared/datasets ]; then
     "$CG" eval fine-tune -d openai_moderation_all \
       -d evaluation_sets/child_safety_v1.jsonl -d evaluation_sets/child_safety_v2.jsonl \

@@ -112,6 +112,41 @@ def train_encoder(settings: Settings, datasets: Sequence[EvalDataset], codes: Se
     return EncoderTraining(version, final, run_id, tuned.losses, len(items), seconds)
 
 
+def stale_datasets(manifest: dict[str, Any], datasets: Sequence[EvalDataset]) -> list[str]:
+    """The given datasets a fine-tuned encoder was not trained on as they are now: new since
+    it was trained, or changed (another content hash). Why: `make run` keeps an existing
+    encoder (retraining costs ~30 min on 2 cores), so a deployment from before new labelled
+    rows would otherwise serve the old encoder without anyone being told."""
+    trained = {d["name"]: d["hash"] for d in manifest.get("datasets", [])}
+    out = []
+    for ds in datasets:
+        if ds.name not in trained:
+            out.append(f"{ds.name} (new since the encoder was trained)")
+        elif trained[ds.name] != ds.content_hash:
+            out.append(f"{ds.name} (changed: trained on {trained[ds.name][:12]}, now "
+                       f"{ds.content_hash[:12]})")
+    return out
+
+
+def stale_note(settings: Settings, refs: Sequence[str]) -> str | None:
+    """What `make run` says when the fine-tuned encoder in use predates the labelled sets
+    `refs` (dataset references, as `eval fine-tune -d` takes them); None when it does not or
+    when no fine-tuned encoder is in use."""
+    from childguard.evaluation.datasets import load_dataset
+    from childguard.models.embedders import tuned_encoder
+
+    tuned = tuned_encoder(settings)
+    if tuned is None:
+        return None
+    stale = stale_datasets(tuned[1], [load_dataset(r) for r in refs])
+    if not stale:
+        return None
+    return (f"the fine-tuned encoder {tuned[1]['version']} predates {'; '.join(stale)}. "
+            f"Retrain it: childguard eval fine-tune -d {' -d '.join(refs)} --alias "
+            f"{settings.models.tuned_encoder} (~30 min on 2 cores); make run then retrains "
+            "the probes on it")
+
+
 def _log(settings: Settings, manifest: dict[str, Any], datasets: Sequence[EvalDataset],
          alias: str | None) -> str:
     import mlflow

@@ -89,3 +89,28 @@ def test_top_layers_only_and_aliases_kept_per_base(settings: Settings) -> None:
     after = SentenceTransformer(str(res.path), device="cpu")[0].auto_model.state_dict()
     changed = {k for k in before if not np.allclose(before[k].numpy(), after[k].numpy())}
     assert changed and all(k.startswith("encoder.layer.5.") for k in changed), sorted(changed)
+
+
+def test_make_run_is_told_when_the_encoder_predates_the_labelled_sets(
+        settings: Settings, tmp_path) -> None:
+    """`make run` keeps an existing fine-tuned encoder (retraining costs ~30 min) but says so
+    when a labelled set it trains on changed or is new since (stale_note, run_stack.sh)."""
+    from childguard.evaluation.datasets import load_dataset
+    from childguard.evaluation.encoder_training import stale_note
+
+    def write(path, n: int) -> str:
+        rows = [{"id": it.id, "text": it.text, "labels": dict(it.labels), "split": it.split}
+                for it in _set(path.stem, n).items]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        return str(path)
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert stale_note(settings, [write(a, 16)]) is None  # no fine-tuned encoder yet
+    cfg = FineTuneConfig(epochs=1, batch_size=8, max_length=32)
+    train_encoder(settings, [load_dataset(str(a))], CODES, config=cfg, alias="default",
+                  log=False, progress=False)
+    assert stale_note(settings, [str(a)]) is None
+    note = stale_note(settings, [write(a, 20), write(b, 8)])
+    assert note is not None
+    assert "a (changed" in note and "b (new since" in note
+    assert f"-d {a} -d {b} --alias default" in note
