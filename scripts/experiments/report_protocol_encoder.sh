@@ -3,7 +3,9 @@
 # thresholds written to a policy copy (never to the shipped calibration.yaml):
 #   0. with TUNE=1: the encoder fine-tuned on train splits only (v2 train, v1 train+dev; alias
 #      report, kept per base; TRAIN_LAYERS=N trains its top N blocks instead of the base's
-#      default), else read frozen; INT8=1 quantizes it as the service would
+#      default), else read frozen; INT8=1 quantizes it as the service would (in the configured
+#      runtime: ONNX Runtime for EmbeddingGemma since 2026-12-07 #6, vectors and probes
+#      '+ort-int8x1'; CHILDGUARD_MODELS__TEXT_RUNTIME=torch for torch's)
 #   1. calib run (OpenAI train half + v2 calib; probes cross-fitted on the train sets)
 #   2. calibrate on it (recall $RECALL, default 0.9; block FPR $BLOCK_FPR, default 0.002 as
 #      shipped since 2026-12-07 #5 (0.01 before: scripts/experiments/block_bars.py); gate recall 0.97)
