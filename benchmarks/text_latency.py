@@ -70,7 +70,8 @@ def main() -> None:
     from childguard.models.embedders import SentenceEmbedder
     from childguard.settings import Settings
 
-    emb = SentenceEmbedder.from_settings(Settings.load())
+    settings = Settings.load()
+    emb = SentenceEmbedder.from_settings(settings)
     texts = [text_of(n) for n in LENGTHS]
     model = emb._model  # the sentence-transformers model (its max_seq_length is the cap)
     result: dict[str, object] = {
@@ -94,8 +95,7 @@ def main() -> None:
         result["capped_over_full"] = {k: round(capped[k] / base[k], 3) for k in capped}
     if args.compare_runtime:
         # the other runtime, same settings otherwise: the ratio is measured in this run
-        other_rt = "torch" if emb.model_version.endswith(("+ort", "+ort-int8x1")) else "onnx"
-        settings = Settings.load()
+        other_rt = "torch" if emb.runtime == "onnx" else "onnx"
         other = SentenceEmbedder.from_settings(settings.model_copy(update={
             "models": settings.models.model_copy(update={"text_runtime": other_rt})}))
         theirs = timed(other.embed_texts, texts, args.repeats)

@@ -145,6 +145,11 @@ _REVIEWED_BY_RULE = ("review", "block")
 _BLOCKED_BY_RULE = ("block",)
 
 
+def _caught_score(pred: Prediction, code: str, caught: Sequence[str]) -> float:
+    """`pred`'s score for `code`, +inf when a rule floor in `caught` decides it (`_labelled`)."""
+    return math.inf if rule_floor(pred, code) in caught else pred.score(code)
+
+
 def _labelled(preds: Sequence[Prediction], code: str,
               caught: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Labels and scores for `code`; an item whose rule floor for `code` is in `caught` scores
@@ -154,8 +159,7 @@ def _labelled(preds: Sequence[Prediction], code: str,
     positives pull a bar down to the old threshold (grooming 0.3, endangerment 0.4 exactly),
     flagging look-alikes for recall the rules already give. The conformal guarantee then holds
     for "reviewed = rule floor or score >= bar", which is what the pipeline does."""
-    rows = [(p.labels[code], math.inf if rule_floor(p, code) in caught else p.score(code))
-            for p in preds if code in p.labels]
+    rows = [(p.labels[code], _caught_score(p, code, caught)) for p in preds if code in p.labels]
     if not rows:
         return np.zeros(0, dtype=int), np.zeros(0)
     y, s = zip(*rows, strict=True)
@@ -219,8 +223,7 @@ def calibrate(
         if targets.review_fpr is not None:
             # the budget is spent on items that violate nothing: a grooming bar that flags a
             # sextortion message is not a false alarm
-            benign = np.asarray([math.inf if rule_floor(p, code) in _REVIEWED_BY_RULE
-                                 else p.score(code) for p in calib
+            benign = np.asarray([_caught_score(p, code, _REVIEWED_BY_RULE) for p in calib
                                  if code in p.labels and _any_label(p) == 0], dtype=float)
             budget = upper_threshold(benign, targets.review_fpr)
             if budget.attainable and budget.threshold > review:

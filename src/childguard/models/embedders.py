@@ -83,6 +83,8 @@ class SentenceEmbedder(TextEmbedder):
                 f"text embedder {label!r} failed to load from {model_dir}: {exc}"
             ) from exc
         self._onnx: OnnxForward | None = None
+        #: what runs the forward pass (also said by the version label's '+ort' suffix)
+        self.runtime: TextRuntime = runtime
         if runtime == "onnx":
             import torch
 
@@ -153,8 +155,7 @@ class SentenceEmbedder(TextEmbedder):
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._onnx is not None:
-            forward = self._onnx
-            embs = np.concatenate([forward(texts[i:i + self.batch_size])
+            embs = np.concatenate([self._onnx(texts[i:i + self.batch_size])
                                    for i in range(0, len(texts), self.batch_size)])
             return _l2(embs)
         embs = self._model.encode(

@@ -88,6 +88,7 @@ def test_onnx_runtime_matches_torch_and_keeps_its_export(minilm: SentenceEmbedde
     ref = minilm.embed_texts(texts)
     fp32 = SentenceEmbedder.from_settings(_settings(tmp_path, text_runtime="onnx"))
     assert fp32.model_version == minilm.model_version + "+ort"
+    assert fp32.runtime == "onnx" and minilm.runtime == "torch"
     np.testing.assert_allclose(fp32.embed_texts(texts), ref, atol=1e-4)
     q = SentenceEmbedder.from_settings(
         _settings(tmp_path, text_runtime="onnx", text_embedder_int8=True))
